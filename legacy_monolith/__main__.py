@@ -1,0 +1,72 @@
+"""`python -m legacy_monolith migrate|seed|serve|makemigration`: run the monolith alone.
+
+The `strangler` CLI starts the monolith through these commands as a child process, so the
+toolkit never has to import the app it is migrating.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from legacy_monolith.platform.settings import MonolithSettings
+
+cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+
+@cli.command()
+def migrate() -> None:
+    """Bring the database schema to the newest migration."""
+    from legacy_monolith.migrate import upgrade_to_head
+
+    upgrade_to_head(MonolithSettings().database_url)
+    typer.echo("monolith database is at the newest migration")
+
+
+@cli.command()
+def seed(
+    products: Annotated[int, typer.Option(min=0, help="How many demo products")] = 1000,
+) -> None:
+    """Load demo users and products; re-running adds only what is missing."""
+    from legacy_monolith.platform.db import Sessions, create_db_engine
+    from legacy_monolith.seed import DEMO_PASSWORD, DEMO_USERS, seed
+
+    engine = create_db_engine(MonolithSettings().database_url)
+    try:
+        report = seed(Sessions(engine), product_count=products)
+    finally:
+        engine.dispose()
+    typer.echo(
+        f"seeded {report.users_added} users and {report.products_added} products "
+        f"(demo login: {DEMO_USERS[0][0]} / {DEMO_PASSWORD})"
+    )
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on")] = None,
+) -> None:
+    """Serve the monolith with uvicorn."""
+    settings = MonolithSettings()
+    uvicorn.run(
+        "legacy_monolith.app:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level="info",
+    )
+
+
+@cli.command()
+def makemigration(message: Annotated[str, typer.Argument(help="What the change is")]) -> None:
+    """Autogenerate a migration from the models (review it before committing)."""
+    from legacy_monolith.migrate import new_revision
+
+    new_revision(MonolithSettings().database_url, message)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,65 @@
+"""Composition root of the monolith: builds the app from settings, wiring every dependency.
+
+Nothing is created at import time; `create_app` is what uvicorn's factory mode and the tests
+call, each with the settings they want.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from sqlalchemy import text
+
+from legacy_monolith import orders, products, users
+from legacy_monolith.platform.db import Sessions, create_db_engine
+from legacy_monolith.platform.settings import MonolithSettings
+from strangler.problems import install_problem_handlers, problem_response
+from strangler.tokens import TokenIssuer, TokenPolicy, TokenVerifier, load_or_create_keypair
+
+
+def create_app(settings: MonolithSettings | None = None) -> FastAPI:
+    """Build the monolith app; `settings` defaults to the environment's."""
+    settings = settings or MonolithSettings()
+    keys = load_or_create_keypair(settings.jwt_private_key_file)
+    policy = TokenPolicy(issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+    engine = create_db_engine(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(title="Legacy monolith", version="1.0.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.sessions = Sessions(engine)
+    app.state.token_issuer = TokenIssuer(
+        keys.private_pem, policy, ttl_seconds=settings.access_token_ttl_seconds
+    )
+    app.state.token_verifier = TokenVerifier(keys.public_pem, policy)
+    install_problem_handlers(app)
+    for router in (users.router, products.router, orders.router):
+        app.include_router(router)
+
+    @app.get("/health", tags=["operations"])
+    def health() -> dict[str, str]:
+        """The process is up and serving."""
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["operations"], response_model=None)
+    def ready(request: Request) -> object:
+        """The database answers; a load balancer should send traffic here."""
+        sessions: Sessions = request.app.state.sessions
+        try:
+            with sessions.read() as session:
+                session.execute(text("SELECT 1"))
+        except Exception as exc:  # any failure means not ready, and says why
+            return problem_response(
+                503,
+                f"The database is not reachable: {type(exc).__name__}.",
+                headers={"Retry-After": "1"},
+            )
+        return {"status": "ready"}
+
+    return app

@@ -1,0 +1,102 @@
+"""HTTP routes of the orders capability, and the wiring of its ports to adapters."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response, status
+
+from legacy_monolith.orders import service
+from legacy_monolith.orders.adapters import InProcessCustomers, InProcessProductCatalog
+from legacy_monolith.orders.models import Order
+from legacy_monolith.orders.schemas import OrderIn, OrderItemOut, OrderOut
+from legacy_monolith.platform.auth import CurrentUserId
+from legacy_monolith.platform.db import ReadSession, WriteSession
+from legacy_monolith.platform.money import string_from_cents
+from strangler.problems import Problem
+
+router = APIRouter(prefix="/orders", tags=["orders"])
+
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
+]
+
+
+def _out(order: Order) -> OrderOut:
+    return OrderOut(
+        id=order.id,
+        user_id=order.user_id,
+        items=[
+            OrderItemOut(
+                product_id=line.product_id,
+                quantity=line.quantity,
+                unit_price=string_from_cents(line.unit_price_cents),
+            )
+            for line in order.lines
+        ],
+        total=string_from_cents(order.total_cents),
+        status=order.status,
+    )
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=OrderOut)
+def place_order(
+    body: OrderIn,
+    session: WriteSession,
+    user_id: CurrentUserId,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> OrderOut:
+    try:
+        placed = service.place_order(
+            session,
+            user_id=user_id,
+            request=body,
+            idempotency_key=idempotency_key,
+            catalog=InProcessProductCatalog(session),
+            customers=InProcessCustomers(session),
+        )
+    except service.UnknownCustomer as exc:
+        raise Problem(401, "The account this token was issued for no longer exists.") from exc
+    except service.UnknownProducts as exc:
+        ids = ", ".join(str(i) for i in exc.product_ids)
+        raise Problem(
+            422,
+            f"Unknown product id(s): {ids}.",
+            errors=[
+                {"field": "items.product_id", "message": f"no product {i}"} for i in exc.product_ids
+            ],
+        ) from exc
+    except service.OutOfStock as exc:
+        raise Problem(
+            409,
+            f"Not enough stock of product {exc.product_id}: {exc.requested} wanted, "
+            f"{exc.available} available. Nothing was ordered.",
+        ) from exc
+    except service.IdempotencyKeyReused as exc:
+        raise Problem(
+            422,
+            "This Idempotency-Key was already used for a different order; "
+            "use a new key for a new order.",
+        ) from exc
+    response.headers["Location"] = f"/orders/{placed.order.id}"
+    if not placed.created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return _out(placed.order)
+
+
+@router.get("", response_model=list[OrderOut])
+def list_orders(
+    session: ReadSession,
+    user_id: CurrentUserId,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> list[OrderOut]:
+    return [_out(o) for o in service.list_orders(session, user_id, limit=limit)]
+
+
+@router.get("/{order_id}", response_model=OrderOut)
+def get_order(order_id: int, session: ReadSession, user_id: CurrentUserId) -> OrderOut:
+    try:
+        return _out(service.get_order(session, user_id, order_id))
+    except service.OrderNotFound as exc:
+        raise Problem(404, f"You have no order with id {order_id}.") from exc

@@ -1,0 +1,51 @@
+"""What the orders capability needs from the rest of the shop, in its own terms.
+
+Orders never import another capability's internals: they talk to these ports. The in-process
+adapters (adapters.py) call the users and products public interfaces inside the same
+transaction; when products move to their own service, an HTTP adapter implements the same
+`ProductCatalog` and the order use case does not change.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CatalogItem:
+    """A product as an order sees it: what it is called and costs now."""
+
+    product_id: int
+    name: str
+    unit_price_cents: int
+
+
+@dataclass
+class OutOfStock(Exception):
+    """The catalogue cannot supply `requested` units of a product; nothing was reserved."""
+
+    product_id: int
+    requested: int
+    available: int
+
+
+class ProductCatalog(ABC):
+    """Prices products and takes their stock for an order."""
+
+    @abstractmethod
+    def price_list(self, product_ids: Collection[int]) -> Mapping[int, CatalogItem]:
+        """The products among `product_ids` that exist; missing ids are simply absent."""
+
+    @abstractmethod
+    def reserve(self, quantities: Mapping[int, int]) -> None:
+        """Take the stock, all or nothing; raise OutOfStock when one product falls short."""
+
+
+class Customers(ABC):
+    """Tells whether a user may place orders."""
+
+    @abstractmethod
+    def exists(self, user_id: int) -> bool:
+        """Whether an account with this id exists."""

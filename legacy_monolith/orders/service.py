@@ -1,0 +1,155 @@
+"""The order use cases: place an order (once per idempotency key), read one's own orders."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from legacy_monolith.orders.models import Order, OrderLine
+from legacy_monolith.orders.ports import Customers, OutOfStock, ProductCatalog
+from legacy_monolith.orders.schemas import OrderIn
+
+CONFIRMED = "confirmed"
+
+__all__ = [
+    "IdempotencyKeyReused",
+    "OrderNotFound",
+    "OutOfStock",
+    "UnknownCustomer",
+    "UnknownProducts",
+    "list_orders",
+    "get_order",
+    "place_order",
+]
+
+
+class UnknownCustomer(Exception):
+    """The token's user has no account (any more)."""
+
+
+@dataclass
+class UnknownProducts(Exception):
+    product_ids: list[int]
+
+
+class IdempotencyKeyReused(Exception):
+    """The key was used before for a different request."""
+
+
+class OrderNotFound(Exception):
+    """No order with this id belongs to the caller."""
+
+
+@dataclass(frozen=True)
+class PlacedOrder:
+    order: Order
+    created: bool
+
+
+def _fingerprint(request: OrderIn) -> str:
+    canonical = sorted((i.product_id, i.quantity) for i in request.items)
+    return hashlib.sha256(json.dumps(canonical).encode()).hexdigest()
+
+
+def _find_by_key(session: Session, user_id: int, key: str) -> Order | None:
+    return session.scalar(
+        select(Order)
+        .where(Order.user_id == user_id, Order.idempotency_key == key)
+        .options(selectinload(Order.lines))
+    )
+
+
+def _replay(existing: Order, fingerprint: str) -> PlacedOrder:
+    if existing.request_fingerprint != fingerprint:
+        raise IdempotencyKeyReused()
+    return PlacedOrder(existing, created=False)
+
+
+def place_order(
+    session: Session,
+    *,
+    user_id: int,
+    request: OrderIn,
+    idempotency_key: str | None,
+    catalog: ProductCatalog,
+    customers: Customers,
+) -> PlacedOrder:
+    """Price the items, take their stock and record the order, all in one transaction.
+
+    With an idempotency key, a repeat of the same request returns the order made the first
+    time, even when the two arrive at once; the same key with a different request is refused.
+    """
+    fingerprint = _fingerprint(request)
+    if idempotency_key is not None:
+        existing = _find_by_key(session, user_id, idempotency_key)
+        if existing is not None:
+            return _replay(existing, fingerprint)
+    if not customers.exists(user_id):
+        raise UnknownCustomer()
+    quantities = {item.product_id: item.quantity for item in request.items}
+    prices = catalog.price_list(quantities.keys())
+    missing = sorted(set(quantities) - set(prices))
+    if missing:
+        raise UnknownProducts(missing)
+    try:
+        catalog.reserve(quantities)
+    except OutOfStock:
+        session.rollback()
+        raise
+    lines = [
+        OrderLine(
+            product_id=item.product_id,
+            quantity=item.quantity,
+            unit_price_cents=prices[item.product_id].unit_price_cents,
+        )
+        for item in request.items
+    ]
+    order = Order(
+        user_id=user_id,
+        status=CONFIRMED,
+        total_cents=sum(line.quantity * line.unit_price_cents for line in lines),
+        idempotency_key=idempotency_key,
+        request_fingerprint=fingerprint,
+        lines=lines,
+    )
+    session.add(order)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        if idempotency_key is None:
+            raise
+        existing = _find_by_key(session, user_id, idempotency_key)
+        if existing is None:
+            raise
+        return _replay(existing, fingerprint)
+    return PlacedOrder(order, created=True)
+
+
+def list_orders(session: Session, user_id: int, *, limit: int) -> Sequence[Order]:
+    """The user's orders, newest first."""
+    return session.scalars(
+        select(Order)
+        .where(Order.user_id == user_id)
+        .order_by(Order.id.desc())
+        .limit(limit)
+        .options(selectinload(Order.lines))
+    ).all()
+
+
+def get_order(session: Session, user_id: int, order_id: int) -> Order:
+    """One of the user's orders; someone else's is reported as not found."""
+    order = session.scalar(
+        select(Order)
+        .where(Order.id == order_id, Order.user_id == user_id)
+        .options(selectinload(Order.lines))
+    )
+    if order is None:
+        raise OrderNotFound(order_id)
+    return order

@@ -1,0 +1,82 @@
+"""Engines and sessions: one engine per app, one session per request.
+
+SQLite needs care to behave like a server database under concurrent writers: WAL so readers do
+not block the writer, a busy timeout so writers queue instead of failing, and `BEGIN IMMEDIATE`
+for sessions that will write, so two transactions never both read and then both try to upgrade
+to a write lock (SQLite answers that with "database is locked" at once, without waiting).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+_WRITE_OPTION = "strangler_write_transaction"
+
+
+def create_db_engine(url: str) -> Engine:
+    """Create the engine for `url`, with SQLite made safe for concurrent use."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        isolation_level=None,  # the driver's own BEGIN handling is replaced below
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        writes = connection.get_execution_options().get(_WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+
+    return engine
+
+
+class Sessions:
+    """Session factories over one engine: one for reads, one for transactions that write."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.read = sessionmaker(engine, expire_on_commit=False)
+        self.write = sessionmaker(
+            engine.execution_options(**{_WRITE_OPTION: True}), expire_on_commit=False
+        )
+
+
+def _sessions(request: Request) -> Sessions:
+    sessions: Sessions = request.app.state.sessions
+    return sessions
+
+
+def _read_session(request: Request) -> Iterator[Session]:
+    with _sessions(request).read() as session:
+        yield session
+
+
+def _write_session(request: Request) -> Iterator[Session]:
+    with _sessions(request).write() as session:
+        yield session
+
+
+ReadSession = Annotated[Session, Depends(_read_session)]
+"""A session for handlers that only read."""
+
+WriteSession = Annotated[Session, Depends(_write_session)]
+"""A session for handlers that write; the handler commits explicitly."""

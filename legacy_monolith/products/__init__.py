@@ -1,0 +1,33 @@
+"""Products capability: the catalogue and its stock. The first capability to be extracted.
+
+Public interface (nothing else of this package may be imported from outside it):
+- `router`: the `/products` HTTP routes;
+- `metadata`: the tables this capability owns;
+- `ProductSnapshot`, `snapshot_products`, `reserve_stock`, `InsufficientStock`: what the
+  orders capability's in-process adapter calls (the seam its HTTP adapter replaces later);
+- `ProductCreate`, `add_missing_products`: for seeding.
+"""
+
+from legacy_monolith.products.api import router
+from legacy_monolith.products.models import ProductsBase
+from legacy_monolith.products.schemas import ProductCreate
+from legacy_monolith.products.service import (
+    InsufficientStock,
+    ProductSnapshot,
+    add_missing_products,
+    reserve_stock,
+    snapshot_products,
+)
+
+metadata = ProductsBase.metadata
+
+__all__ = [
+    "InsufficientStock",
+    "ProductCreate",
+    "ProductSnapshot",
+    "add_missing_products",
+    "metadata",
+    "reserve_stock",
+    "router",
+    "snapshot_products",
+]

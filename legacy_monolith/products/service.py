@@ -1,0 +1,185 @@
+"""Use cases of the products capability."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from legacy_monolith.products.models import Product
+from legacy_monolith.products.schemas import ProductCreate, ProductPatch
+
+_FIELD_COLUMNS = {"price": "price_cents"}
+
+
+class ProductNotFound(Exception):
+    """No product has this id."""
+
+
+class SkuTaken(Exception):
+    """Another product already has this SKU."""
+
+
+class BadCursor(Exception):
+    """The pagination cursor was not issued by this API."""
+
+
+@dataclass
+class InsufficientStock(Exception):
+    """A product has fewer units than asked for; nothing was reserved."""
+
+    product_id: int
+    requested: int
+    available: int
+
+
+@dataclass(frozen=True)
+class ProductSnapshot:
+    """What another capability may know about a product at one moment."""
+
+    id: int
+    name: str
+    price_cents: int
+    stock: int
+
+
+def encode_cursor(after_id: int) -> str:
+    return base64.urlsafe_b64encode(f"after:{after_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise BadCursor(cursor) from exc
+    prefix, _, number = raw.partition(":")
+    if prefix != "after" or not number.isdigit():
+        raise BadCursor(cursor)
+    return int(number)
+
+
+def list_products(
+    session: Session, *, limit: int, after_id: int | None
+) -> tuple[Sequence[Product], int | None]:
+    """One page of products in id order, and the id to continue after (None at the end)."""
+    query = select(Product).order_by(Product.id).limit(limit + 1)
+    if after_id is not None:
+        query = query.where(Product.id > after_id)
+    rows = session.scalars(query).all()
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1].id
+    return rows, None
+
+
+def get_product(session: Session, product_id: int) -> Product:
+    product = session.get(Product, product_id)
+    if product is None:
+        raise ProductNotFound(product_id)
+    return product
+
+
+def _commit_or_sku_taken(session: Session, sku: str) -> None:
+    try:
+        session.commit()
+    except IntegrityError as exc:
+        session.rollback()
+        raise SkuTaken(sku) from exc
+
+
+def create_product(session: Session, new: ProductCreate) -> Product:
+    """Add a product at version 1; raise SkuTaken when the SKU is in use."""
+    if session.scalar(select(Product.id).where(Product.sku == new.sku)) is not None:
+        raise SkuTaken(new.sku)
+    product = Product(
+        sku=new.sku,
+        name=new.name,
+        description=new.description,
+        price_cents=new.price,
+        stock=new.stock,
+        version=1,
+    )
+    session.add(product)
+    _commit_or_sku_taken(session, new.sku)
+    return product
+
+
+def add_missing_products(session: Session, products: Sequence[ProductCreate]) -> int:
+    """Insert those of `products` whose SKU is not taken yet, in one transaction; return how
+    many were added. Re-running it adds nothing, which is what makes seeding idempotent."""
+    skus = [p.sku for p in products]
+    taken = set(session.scalars(select(Product.sku).where(Product.sku.in_(skus))))
+    fresh = [
+        Product(
+            sku=p.sku,
+            name=p.name,
+            description=p.description,
+            price_cents=p.price,
+            stock=p.stock,
+            version=1,
+        )
+        for p in products
+        if p.sku not in taken
+    ]
+    session.add_all(fresh)
+    session.commit()
+    return len(fresh)
+
+
+def update_product(session: Session, product_id: int, patch: ProductPatch) -> Product:
+    """Apply a partial update and bump the version; the row is locked while it changes."""
+    product = session.get(Product, product_id, with_for_update=True)
+    if product is None:
+        raise ProductNotFound(product_id)
+    changes = patch.changes()
+    sku = changes.get("sku")
+    if isinstance(sku, str) and sku != product.sku:
+        if session.scalar(select(Product.id).where(Product.sku == sku)) is not None:
+            raise SkuTaken(sku)
+    for field, value in changes.items():
+        setattr(product, _FIELD_COLUMNS.get(field, field), value)
+    product.version += 1
+    _commit_or_sku_taken(session, str(sku or product.sku))
+    return product
+
+
+def delete_product(session: Session, product_id: int) -> None:
+    product = session.get(Product, product_id, with_for_update=True)
+    if product is None:
+        raise ProductNotFound(product_id)
+    session.delete(product)
+    session.commit()
+
+
+def snapshot_products(session: Session, product_ids: Sequence[int]) -> dict[int, ProductSnapshot]:
+    """The current name, price and stock of each product that exists among `product_ids`."""
+    rows = session.scalars(select(Product).where(Product.id.in_(set(product_ids))))
+    return {
+        p.id: ProductSnapshot(id=p.id, name=p.name, price_cents=p.price_cents, stock=p.stock)
+        for p in rows
+    }
+
+
+def reserve_stock(session: Session, quantities: Mapping[int, int]) -> None:
+    """Take stock for an order inside the caller's transaction; the caller commits.
+
+    Each decrement is one conditional UPDATE (`stock >= wanted`), so two orders racing for the
+    last unit cannot both win, on SQLite or PostgreSQL. Rows are touched in id order so two
+    orders locking the same products cannot deadlock. On InsufficientStock the caller must roll
+    back: earlier decrements of the same order are undone with it.
+    """
+    for product_id in sorted(quantities):
+        wanted = quantities[product_id]
+        result = session.execute(
+            update(Product)
+            .where(Product.id == product_id, Product.stock >= wanted)
+            .values(stock=Product.stock - wanted, version=Product.version + 1)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            available = session.scalar(select(Product.stock).where(Product.id == product_id))
+            raise InsufficientStock(product_id, wanted, available or 0)
