@@ -105,10 +105,10 @@ async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
 async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = _field_errors(exc.errors())
-    names = ", ".join(sorted({e["field"] for e in errors}))
+    listed = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
     return problem_response(
         422,
-        f"The request is not valid: check {names}.",
+        f"The request is not valid: {listed}.",
         instance=request.url.path,
         errors=errors,
     )

@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""The two commands of this project: `python3 dev.py up` and `python3 dev.py test`.
+
+Both create (or refresh) the virtual environment in .venv first, so they work on a fresh
+machine with nothing but Python 3.11+. Only the standard library is used here, on purpose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+STAMP = VENV / ".strangler-installed"
+
+CHECKS = [
+    ("ruff (lint)", ["ruff", "check", "."]),
+    ("ruff (format)", ["ruff", "format", "--check", "."]),
+    ("mypy (strict, packages)", ["mypy"]),
+    ("import boundaries", ["lint-imports", "--config", "boundaries.toml"]),
+    ("table ownership", ["strangler", "coupling", "--config", "boundaries.toml"]),
+]
+
+
+def say(message: str) -> None:
+    print(f"\033[1;36m[dev]\033[0m {message}", flush=True)
+
+
+def ensure_environment() -> None:
+    """Create .venv and install the project with its dev tools when pyproject.toml changed."""
+    if sys.version_info < (3, 11):
+        sys.exit(f"Python 3.11 or newer is needed; this is {sys.version.split()[0]}.")
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == wanted:
+        return
+    if not (BIN / "python").exists():
+        say(f"creating the virtual environment in {VENV}")
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    say("installing the project and its development tools (first run takes a minute)")
+    pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, "--upgrade", "pip"], check=True)
+    subprocess.run([*pip, "--editable", f"{ROOT}[dev]"], check=True)
+    STAMP.write_text(wanted)
+
+
+def run(argv: list[str]) -> int:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run(argv, cwd=ROOT, env=env, check=False).returncode
+
+
+def up(extra: list[str]) -> int:
+    return run([str(BIN / "strangler"), "up", *extra])
+
+
+def test(extra: list[str]) -> int:
+    failed = []
+    for name, argv in CHECKS:
+        say(f"check: {name}")
+        if run(argv) != 0:
+            failed.append(name)
+    if failed:
+        say(f"\033[1;31mchecks failed: {', '.join(failed)}\033[0m (pytest runs anyway)")
+    say("pytest")
+    code = run([str(BIN / "python"), "-m", "pytest", *extra])
+    return code or (1 if failed else 0)
+
+
+def main() -> int:
+    commands = {"up": up, "test": test}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
+        print(__doc__)
+        print("usage: python3 dev.py up [strangler up options] | test [pytest options]")
+        return 2
+    ensure_environment()
+    return commands[sys.argv[1]](sys.argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Real app processes on loopback ports, for integration tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class RunningApp:
+    base_url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def monolith_env(database_url: str, workdir: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "MONOLITH_DATABASE_URL": database_url,
+        "MONOLITH_JWT_PRIVATE_KEY_FILE": str(workdir / "jwt-private.pem"),
+    }
+
+
+def run_monolith_command(env: Mapping[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `python -m legacy_monolith ARGS`; raise with its output when it fails."""
+    result = subprocess.run(
+        [sys.executable, "-m", "legacy_monolith", *args],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"legacy_monolith {' '.join(args)} failed:\n{result.stderr}")
+    return result
+
+
+def wait_until_healthy(base_url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{base_url} did not become healthy in 30 s:\n{log.read_text()}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def serve_monolith(env: Mapping[str, str], workdir: Path) -> Iterator[RunningApp]:
+    """Start `python -m legacy_monolith serve` on a free port and wait until it answers."""
+    port = free_port()
+    log = workdir / f"monolith-{port}.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "legacy_monolith", "serve", "--port", str(port)],
+            env=dict(env),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(base_url, process, log)
+        yield RunningApp(base_url=base_url, process=process, log=log)
+    finally:
+        stop(process)
