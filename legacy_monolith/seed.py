@@ -38,7 +38,7 @@ def demo_products(count: int) -> list[products.ProductCreate]:
                 sku=f"DEMO-{n:05d}",
                 name=name,
                 description=f"Demo product number {n}.",
-                price=f"{rng.randint(1, 500)}.{rng.randint(0, 99):02d}",  # type: ignore[arg-type]
+                price=f"{rng.randint(1, 500)}.{rng.randint(0, 99):02d}",
                 stock=rng.randint(0, 200),
             )
         )

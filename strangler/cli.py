@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from strangler.coupling import OwnershipConfigError, find_couplings, load_table_ownership
@@ -28,7 +29,7 @@ errors = Console(stderr=True)
 
 
 def _fail(message: str, hint: str) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {message}\n[yellow]what to do:[/] {hint}")
+    errors.print(f"[bold red]error:[/] {escape(message)}\n[yellow]what to do:[/] {escape(hint)}")
     return typer.Exit(code=2)
 
 
@@ -93,9 +94,8 @@ def coupling(
         return
     table = Table("where", "capability", "what", "table", "owner", title="Data coupling")
     for c in found:
-        table.add_row(
-            f"{c.path}:{c.line}", c.capability, c.kind, c.table, c.owner or "(undeclared)"
-        )
+        cells = (f"{c.path}:{c.line}", c.capability, c.kind, c.table, c.owner or "(undeclared)")
+        table.add_row(*(escape(cell) for cell in cells))
     console.print(table)
     console.print(f"[red]{len(found)} coupling(s) found[/]")
     raise typer.Exit(code=1)

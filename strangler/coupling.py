@@ -101,11 +101,11 @@ def _module_files(root: Path, capability: str) -> Iterator[Path]:
     yield from sorted(package_dir.rglob("*.py"))
 
 
-def _string_arg(call: ast.Call, position: int) -> ast.Constant | None:
+def _string_arg(call: ast.Call, position: int) -> str | None:
     if len(call.args) > position:
         node = call.args[position]
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            return node
+            return node.value
     return None
 
 
@@ -125,8 +125,8 @@ def _references(tree: ast.AST) -> Iterator[tuple[int, str, str]]:
             name = _call_name(node)
             if name == "ForeignKey":
                 target = _string_arg(node, 0)
-                if target is not None and "." in target.value:
-                    yield node.lineno, target.value.rsplit(".", 2)[-2], "holds a foreign key into"
+                if target is not None and "." in target:
+                    yield node.lineno, target.rsplit(".", 2)[-2], "holds a foreign key into"
             elif name == "ForeignKeyConstraint" and len(node.args) > 1:
                 refs = node.args[1]
                 if isinstance(refs, ast.List | ast.Tuple):
@@ -137,7 +137,7 @@ def _references(tree: ast.AST) -> Iterator[tuple[int, str, str]]:
             elif name in {"Table", "table"}:
                 defined = _string_arg(node, 0)
                 if defined is not None:
-                    yield node.lineno, defined.value, "defines table"
+                    yield node.lineno, defined, "defines table"
         elif isinstance(node, ast.Assign):
             targets = [t.id for t in node.targets if isinstance(t, ast.Name)]
             value = node.value

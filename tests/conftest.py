@@ -33,7 +33,9 @@ class Monolith:
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def monolith(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monolith]:
+def monolith(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Monolith]:
     backend: str = request.param
     workdir = tmp_path_factory.mktemp(f"monolith-{backend}")
     with database(backend, workdir) as url:

@@ -72,12 +72,16 @@ def test_patch_changes_only_the_given_fields_and_bumps_the_version(
     )
     assert response.status_code == 200
     assert response.json() == {**product, "price": "5.00", "stock": 3, "version": 2}
-    again = client.patch(f"/products/{product['id']}", json={"name": "Renamed"}, headers=account.headers)
+    again = client.patch(
+        f"/products/{product['id']}", json={"name": "Renamed"}, headers=account.headers
+    )
     assert again.json()["version"] == 3
     assert again.json()["name"] == "Renamed"
 
 
-def test_patch_refuses_a_taken_sku_and_changes_nothing(client: httpx.Client, account: Account) -> None:
+def test_patch_refuses_a_taken_sku_and_changes_nothing(
+    client: httpx.Client, account: Account
+) -> None:
     first, second = new_product(client, account), new_product(client, account)
     response = client.patch(
         f"/products/{second['id']}", json={"sku": first["sku"]}, headers=account.headers
@@ -88,7 +92,12 @@ def test_patch_refuses_a_taken_sku_and_changes_nothing(client: httpx.Client, acc
 
 @pytest.mark.parametrize(
     ("patch", "field"),
-    [({}, "body"), ({"name": None}, "body"), ({"stock": -1}, "stock"), ({"colour": "red"}, "colour")],
+    [
+        ({}, "body"),
+        ({"name": None}, "body"),
+        ({"stock": -1}, "stock"),
+        ({"colour": "red"}, "colour"),
+    ],
 )
 def test_patch_refuses_an_invalid_change(
     client: httpx.Client, account: Account, patch: dict[str, object], field: str

@@ -30,7 +30,9 @@ def test_register_lists_every_invalid_field(client: httpx.Client) -> None:
 
 
 def test_login_issues_a_bearer_jwt_for_the_user(client: httpx.Client, account: Account) -> None:
-    response = client.post("/users/login", json={"email": account.email, "password": account.password})
+    response = client.post(
+        "/users/login", json={"email": account.email, "password": account.password}
+    )
     assert response.status_code == 200
     body = response.json()
     assert body["token_type"] == "bearer"

@@ -7,7 +7,9 @@ from typing import Any
 import httpx
 
 
-def assert_problem(response: httpx.Response, status: int, detail_contains: str = "") -> dict[str, Any]:
+def assert_problem(
+    response: httpx.Response, status: int, detail_contains: str = ""
+) -> dict[str, Any]:
     """The response is a problem+json of `status` whose detail mentions `detail_contains`."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json", response.headers
