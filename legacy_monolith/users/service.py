@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -15,8 +16,12 @@ from legacy_monolith.users.schemas import Registration
 
 # Argon2id with the library's defaults (RFC 9106 low-memory profile): slow and salted.
 _hasher = PasswordHasher()
-# Verified against when the email is unknown, so a login takes as long either way.
-_DUMMY_HASH = _hasher.hash("not-a-real-password")
+
+
+@cache
+def _dummy_hash() -> str:
+    """Verified against when the email is unknown, so a login takes as long either way."""
+    return _hasher.hash("not-a-real-password")
 
 
 class EmailTaken(Exception):
@@ -57,7 +62,7 @@ def authenticate(session: Session, email: str, password: str) -> UserSummary | N
     """Return the user whose credentials these are, or None."""
     user = session.scalar(select(User).where(User.email == email.strip().lower()))
     try:
-        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+        _hasher.verify(user.password_hash if user else _dummy_hash(), password)
     except (VerificationError, InvalidHashError):
         return None
     return _summary(user) if user else None
