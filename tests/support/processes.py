@@ -55,13 +55,15 @@ def run_monolith_command(env: Mapping[str, str], *args: str) -> subprocess.Compl
     return result
 
 
-def wait_until_healthy(base_url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+def wait_until_healthy(
+    base_url: str, process: subprocess.Popen[bytes], log: Path, health: str = "/health"
+) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"process exited with {process.returncode}:\n{log.read_text()}")
         try:
-            if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
+            if httpx.get(f"{base_url}{health}", timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -80,20 +82,50 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def serve_monolith(env: Mapping[str, str], workdir: Path) -> Iterator[RunningApp]:
-    """Start `python -m legacy_monolith serve` on a free port and wait until it answers."""
-    port = free_port()
-    log = workdir / f"monolith-{port}.log"
+def serve_process(
+    argv: list[str],
+    env: Mapping[str, str],
+    workdir: Path,
+    *,
+    name: str,
+    port: int | None = None,
+    health: str = "/health",
+) -> Iterator[RunningApp]:
+    """Start `python ARGV` (which must listen on `port`) and wait until `health` answers 200."""
+    port = port or free_port()
+    log = workdir / f"{name}-{port}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "legacy_monolith", "serve", "--port", str(port)],
+            [sys.executable, *[a.replace("{port}", str(port)) for a in argv]],
             env=dict(env),
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_healthy(base_url, process, log)
+        wait_until_healthy(base_url, process, log, health)
         yield RunningApp(base_url=base_url, process=process, log=log)
     finally:
         stop(process)
+
+
+@contextmanager
+def serve_monolith(env: Mapping[str, str], workdir: Path) -> Iterator[RunningApp]:
+    """Start `python -m legacy_monolith serve` on a free port and wait until it answers."""
+    with serve_process(
+        ["-m", "legacy_monolith", "serve", "--port", "{port}"], env, workdir, name="monolith"
+    ) as app:
+        yield app
+
+
+@contextmanager
+def serve_echo(workdir: Path, name: str) -> Iterator[RunningApp]:
+    """Start the echo upstream of tests/support/echo_app.py."""
+    with serve_process(
+        ["-m", "tests.support.echo_app", "{port}", name],
+        os.environ,
+        workdir,
+        name=f"echo-{name}",
+        health="/_echo/stats",
+    ) as app:
+        yield app

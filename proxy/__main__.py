@@ -1,0 +1,73 @@
+"""`python -m proxy serve`: run the routing proxy with uvicorn.
+
+uvicorn runs with the httptools parser (it refuses Content-Length with Transfer-Encoding and
+obsolete line folding; the proxy itself refuses a missing or repeated Host), without its
+X-Forwarded-* middleware (which would trust any loopback peer) and without the access log.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from proxy.config import ConfigError
+from proxy.settings import ProxySettings
+
+cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on")] = None,
+) -> None:
+    """Serve the proxy in front of the upstreams named in routing.toml."""
+    from proxy.app import create_app
+
+    settings = ProxySettings()
+    try:
+        app = create_app(settings)
+    except (ConfigError, OSError) as exc:
+        typer.echo(
+            f"error: {exc}\nwhat to do: fix {settings.routing_file} and start again", err=True
+        )
+        raise typer.Exit(code=2) from exc
+    uvicorn.run(
+        app,
+        host=host or settings.host,
+        port=port or settings.port,
+        http="httptools",
+        loop="uvloop",
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+        access_log=False,
+        log_level="info",
+        timeout_keep_alive=30,
+    )
+
+
+@cli.command()
+def check(
+    path: Annotated[str, typer.Argument(help="routing file to validate")] = "routing.toml",
+) -> None:
+    """Validate a routing file without starting anything."""
+    from pathlib import Path
+
+    from proxy.config import load_config
+
+    try:
+        config = load_config(Path(path))
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    typer.echo(
+        f"{path} is valid: {len(config.upstreams)} upstreams, "
+        f"{len(config.capabilities)} capabilities"
+    )
+
+
+if __name__ == "__main__":
+    cli()

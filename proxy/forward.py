@@ -1,0 +1,422 @@
+"""The per-request path of the proxy: decide, forward, stream back, maybe shadow or fall back.
+
+Kept lean on purpose: everything that can be computed at config load lives in the compiled
+config (runtime.py); here it is lookups, one header pass, and streaming. Bodies stream both
+ways; only a read that may need to be replayed on the monolith (fallback) is buffered, within
+the body limit, and only a shadowed response keeps a capped copy for the comparison.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from proxy.decision import READ_METHODS, Decision, decide, subject_of
+from proxy.headers import (
+    IncomingHeaders,
+    downstream_headers,
+    is_trusted,
+    request_id_of,
+    traceparent_of,
+    upstream_headers,
+)
+from proxy.metrics import ProxyMetrics
+from proxy.paths import BadPath, normalise_path
+from proxy.runtime import CapabilityRoute, RoutingState, Upstream
+from proxy.shadow import ShadowJob, ShadowRecorder
+from strangler.phases import Side
+from strangler.problems import problem_response
+
+__all__ = ["Forwarder"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+log = logging.getLogger("strangler.proxy")
+
+_FAILOVER_STATUSES = frozenset({502, 503, 504})
+_DEFAULT_ROUTE = "(default)"
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _ClientGone(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """An upstream call that produced no usable response."""
+
+    reason: str
+    status: int  # what the client gets when there is no fallback: 502, 503 or 504
+    counts_against_breaker: bool
+
+
+class _BodyReader:
+    """Reads the request body from ASGI `receive`, counting it against the limit."""
+
+    def __init__(self, receive: Receive, limit: int, done: asyncio.Event) -> None:
+        self._receive = receive
+        self._limit = limit
+        self._done = done
+        self.read = 0
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone()
+            chunk: bytes = message.get("body", b"")
+            self.read += len(chunk)
+            if self.read > self._limit:
+                raise _BodyTooLarge()
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                self._done.set()
+                return
+
+    async def buffer(self) -> bytes:
+        return b"".join([chunk async for chunk in self.stream()])
+
+
+class Forwarder:
+    """The ASGI handler for every proxied request."""
+
+    def __init__(
+        self,
+        state: RoutingState,
+        shadow: ShadowRecorder,
+        metrics: ProxyMetrics,
+        admin_token: str | None,
+    ) -> None:
+        self._state = state
+        self._shadow = shadow
+        self._metrics = metrics
+        self._admin_token = admin_token.encode() if admin_token else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body_done = asyncio.Event()
+        task = asyncio.current_task()
+        flags = {"finishing": False, "disconnected": False}
+
+        async def watch_disconnect() -> None:
+            await body_done.wait()
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    if not flags["finishing"] and task is not None:
+                        flags["disconnected"] = True
+                        task.cancel()
+                    return
+
+        watcher = asyncio.create_task(watch_disconnect())
+        try:
+            await self._handle(scope, receive, send, body_done, flags)
+        except asyncio.CancelledError:
+            if not flags["disconnected"]:
+                raise
+            if task is not None:
+                task.uncancel()
+        except _ClientGone:
+            pass
+        finally:
+            watcher.cancel()
+
+    def _forced_side(self, incoming: IncomingHeaders) -> Side | None:
+        if incoming.target is None or incoming.admin_token is None or self._admin_token is None:
+            return None
+        if not hmac.compare_digest(incoming.admin_token, self._admin_token):
+            return None
+        try:
+            return Side(incoming.target.decode("ascii").strip().lower())
+        except ValueError:
+            return None
+
+    @staticmethod
+    def _sticky_key(
+        route: CapabilityRoute, incoming: IncomingHeaders, cookie_name: str
+    ) -> tuple[str, str | None]:
+        """The user's stickiness key, and a new cookie value to set when one was made up."""
+        if route.policy.sticky_key == "subject":
+            subject = subject_of(incoming.authorization)
+            if subject is not None:
+                return f"sub:{subject}", None
+        cookie = incoming.cookie_value(cookie_name)
+        if cookie is not None:
+            return f"cookie:{cookie}", None
+        made = uuid.uuid4().hex
+        return f"cookie:{made}", made
+
+    async def _handle(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        body_done: asyncio.Event,
+        flags: dict[str, bool],
+    ) -> None:
+        started = time.perf_counter()
+        compiled = self._state.current
+        options = compiled.config.proxy
+        incoming = IncomingHeaders.parse(scope["headers"])
+        if scope.get("http_version") == "1.1" and len(incoming.hosts) != 1:
+            body_done.set()
+            await self._problem(
+                scope, receive, send, 400, "An HTTP/1.1 request needs exactly one Host header."
+            )
+            return
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        try:
+            path = normalise_path(raw_path.split(b"?", 1)[0])
+        except BadPath as exc:
+            body_done.set()
+            await self._problem(scope, receive, send, 400, f"The request path was refused: {exc}.")
+            return
+        method: str = scope["method"]
+        route = compiled.match(path)
+        cookie_to_set: str | None = None
+        if route is None:
+            decision = Decision(primary=Side.MONOLITH, shadow=None, fallback_to_monolith=False)
+            primary = compiled.default
+            label = _DEFAULT_ROUTE
+        else:
+            forced = self._forced_side(incoming)
+            sticky: str | None = None
+            if route.policy.splits_reads and method in READ_METHODS and forced is None:
+                sticky, cookie_to_set = self._sticky_key(route, incoming, options.sticky_cookie)
+            decision = decide(route.policy, method, sticky, forced)
+            primary = route.upstream(decision.primary)
+            label = route.policy.name
+
+        content_length: int | None = None
+        if incoming.content_length is not None:
+            try:
+                content_length = int(incoming.content_length)
+            except ValueError:
+                content_length = -1
+            if content_length < 0:
+                body_done.set()
+                await self._problem(scope, receive, send, 400, "Content-Length is not a number.")
+                return
+            if content_length > options.body_limit_bytes:
+                body_done.set()
+                await self._problem(
+                    scope,
+                    receive,
+                    send,
+                    413,
+                    f"The request body is {content_length} bytes; the limit is "
+                    f"{options.body_limit_bytes}.",
+                )
+                return
+        has_body = incoming.chunked or bool(content_length)
+        reader = _BodyReader(receive, options.body_limit_bytes, body_done)
+
+        query: bytes = scope.get("query_string", b"")
+        target = path.encode() + (b"?" + query if query else b"")
+        peer = scope.get("client")
+        peer_host = peer[0] if peer else None
+        request_id = request_id_of(incoming)
+        headers = upstream_headers(
+            incoming,
+            peer=peer_host,
+            scheme=scope.get("scheme", "http"),
+            trusted_peer=is_trusted(peer_host, compiled.trusted),
+            request_id=request_id,
+            traceparent=traceparent_of(incoming),
+        )
+        fallback = route.monolith if route is not None and decision.fallback_to_monolith else None
+
+        content: bytes | AsyncIterator[bytes] | None
+        try:
+            if not has_body:
+                content = None
+                body_done.set()
+            elif fallback is not None or method in READ_METHODS:
+                content = await reader.buffer()  # replayable on the monolith
+            else:
+                content = reader.stream()
+            outcome = await self._exchange(primary, method, target, headers, content)
+        except _BodyTooLarge:
+            await self._problem(
+                scope,
+                receive,
+                send,
+                413,
+                f"The request body exceeds the limit of {options.body_limit_bytes} bytes.",
+            )
+            return
+
+        answered_by = primary
+        fallback_reason: str | None = None
+        if isinstance(outcome, _Failure) and fallback is not None:
+            fallback_reason = outcome.reason
+            self._metrics.fallbacks.labels(label, outcome.reason).inc()
+            answered_by = fallback
+            outcome = await self._exchange(fallback, method, target, headers, content)
+        elif (
+            isinstance(outcome, httpx.Response)
+            and fallback is not None
+            and (outcome.status_code in _FAILOVER_STATUSES)
+        ):
+            fallback_reason = f"status_{outcome.status_code}"
+            self._metrics.fallbacks.labels(label, fallback_reason).inc()
+            await outcome.aclose()
+            answered_by = fallback
+            outcome = await self._exchange(fallback, method, target, headers, content)
+
+        if isinstance(outcome, _Failure):
+            status = outcome.status
+            detail = {
+                502: f"The upstream {answered_by.name} could not be reached or answered badly.",
+                503: f"The upstream {answered_by.name} is failing; its circuit breaker is open.",
+                504: f"The upstream {answered_by.name} did not answer in time.",
+            }[status]
+            retry = {"Retry-After": str(int(compiled.config.breaker.cooldown_seconds) or 1)}
+            await self._problem(
+                scope,
+                receive,
+                send,
+                status,
+                detail,
+                headers={
+                    "X-Strangler-Upstream": answered_by.name,
+                    "X-Request-ID": request_id.decode(),
+                    **(retry if status == 503 else {}),
+                },
+            )
+            self._metrics.observe(label, answered_by.name, status, time.perf_counter() - started)
+            return
+
+        response = outcome
+        extra = [
+            (b"x-strangler-upstream", answered_by.name.encode()),
+            (b"x-request-id", request_id),
+        ]
+        if fallback_reason is not None:
+            extra.append((b"x-strangler-fallback", fallback_reason.encode()))
+        if cookie_to_set is not None:
+            extra.append(
+                (
+                    b"set-cookie",
+                    f"{options.sticky_cookie}={cookie_to_set}; Path=/; "
+                    "Max-Age=31536000; HttpOnly; SameSite=Lax".encode(),
+                )
+            )
+        capture: bytearray | None = bytearray() if decision.shadow is not None else None
+        cap = options.shadow_body_cap_bytes
+        too_large = False
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status_code,
+                    "headers": downstream_headers(response.headers.raw, extra),
+                }
+            )
+            async with asyncio.timeout(answered_by.config.total_timeout):
+                async for chunk in response.aiter_raw():
+                    if capture is not None:
+                        if len(capture) + len(chunk) > cap:
+                            capture, too_large = None, True
+                        else:
+                            capture += chunk
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            flags["finishing"] = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await response.aclose()
+        self._metrics.observe(
+            label, answered_by.name, response.status_code, time.perf_counter() - started
+        )
+
+        if route is not None and decision.shadow is not None and fallback_reason is None:
+            if too_large:
+                self._shadow.skip_too_large(route.policy.name)
+            elif capture is not None and response.headers.get("content-encoding") in (
+                None,
+                "identity",
+            ):
+                shadow_upstream = route.upstream(decision.shadow)
+                self._shadow.submit(
+                    ShadowJob(
+                        capability=route.policy.name,
+                        method=method,
+                        target=target,
+                        headers=headers,
+                        primary_side=decision.primary.value,
+                        primary_status=response.status_code,
+                        primary_body=bytes(capture),
+                        shadow_side=decision.shadow.value,
+                        shadow_client=shadow_upstream.shadow_client,
+                        shadow_url=shadow_upstream.origin.copy_with(raw_path=target),
+                        timeout=shadow_upstream.config.total_timeout,
+                        ignore_fields=frozenset(route.config.ignore_fields),
+                    )
+                )
+
+    async def _exchange(
+        self,
+        upstream: Upstream,
+        method: str,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        content: bytes | AsyncIterator[bytes] | None,
+    ) -> httpx.Response | _Failure:
+        """One call to `upstream`, up to its response headers; failures become _Failure."""
+        breaker = upstream.breaker
+        if not breaker.allow():
+            return _Failure("breaker_open", 503, counts_against_breaker=False)
+        client = upstream.client
+        request = client.build_request(
+            method, upstream.origin.copy_with(raw_path=target), headers=headers, content=content
+        )
+        verdict: bool | None = None
+        try:
+            async with asyncio.timeout(upstream.config.total_timeout):
+                response = await client.send(request, stream=True)
+        except httpx.PoolTimeout:
+            return _Failure("pool_exhausted", 503, counts_against_breaker=False)
+        except (httpx.TimeoutException, TimeoutError):
+            verdict = False
+            return _Failure("timeout", 504, counts_against_breaker=True)
+        except httpx.TransportError:
+            verdict = False
+            return _Failure("connect_error", 502, counts_against_breaker=True)
+        else:
+            verdict = response.status_code not in _FAILOVER_STATUSES
+            return response
+        finally:
+            if verdict is True:
+                breaker.record_success()
+            elif verdict is False:
+                breaker.record_failure()
+            else:
+                breaker.record_abandoned()
+            self._metrics.set_breaker(upstream.name, breaker.state.value)
+
+    @staticmethod
+    async def _problem(
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        status: int,
+        detail: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        response = problem_response(status, detail, headers=headers)
+        await response(scope, receive, send)

@@ -1,0 +1,54 @@
+"""Request paths reduced to one canonical form before routing and forwarding.
+
+The proxy routes on this form *and* forwards this form, so what the routing decided is what the
+upstream sees: `/products/../orders`, `/products/%2e%2e/orders` and `//orders` all become
+`/orders` and go where `/orders` goes. Encoded slashes and backslashes are refused outright,
+since upstreams disagree on whether they separate segments.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote, unquote
+
+__all__ = ["BadPath", "ancestors", "normalise_path"]
+
+_SEGMENT_SAFE = "!$&'()*+,;=:@-._~"
+
+
+class BadPath(ValueError):
+    """The request target cannot be routed safely."""
+
+
+def normalise_path(raw_path: bytes) -> str:
+    """Canonical form of an origin-form request path (no query); raise BadPath when unsafe."""
+    try:
+        text = raw_path.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise BadPath("the path must be ASCII (percent-encode other bytes)") from exc
+    if not text.startswith("/"):
+        raise BadPath("only origin-form request targets (starting with /) are accepted")
+    lowered = text.lower()
+    if "%2f" in lowered or "%5c" in lowered or "\\" in text or "%00" in lowered:
+        raise BadPath("encoded slashes, backslashes and NUL are not accepted in paths")
+    segments: list[str] = []
+    for raw in text.split("/"):
+        segment = unquote(raw, errors="strict")
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if segments:
+                segments.pop()
+            continue
+        segments.append(quote(segment, safe=_SEGMENT_SAFE))
+    trailing = "/" if text.endswith("/") and segments else ""
+    return "/" + "/".join(segments) + trailing
+
+
+def ancestors(path: str) -> list[str]:
+    """`/a/b/c` -> [`/a/b/c`, `/a/b`, `/a`, `/`]: the candidates of a longest-prefix match."""
+    trimmed = path.rstrip("/") or "/"
+    found = [trimmed]
+    while trimmed != "/":
+        trimmed = trimmed.rsplit("/", 1)[0] or "/"
+        found.append(trimmed)
+    return found

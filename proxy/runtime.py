@@ -1,0 +1,191 @@
+"""The running routing state: a validated config compiled into what the request path needs.
+
+Compiling happens once per config load (prefix table, per-capability policies, trusted
+networks, clients), so the per-request work is dictionary lookups. A new config is swapped in
+as one reference: a request in flight keeps the snapshot it started with. Upstreams whose
+settings did not change keep their client (and its warm connections) and their breaker; the
+clients of removed or changed upstreams are closed after a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from dataclasses import dataclass
+
+import httpx
+
+from proxy.breaker import CircuitBreaker
+from proxy.config import CapabilityConfig, RoutingConfig, UpstreamConfig, validate_transition
+from proxy.decision import CapabilityPolicy
+from proxy.headers import Networks
+from proxy.metrics import ProxyMetrics
+from proxy.paths import ancestors
+from strangler.phases import Side
+
+__all__ = ["CapabilityRoute", "CompiledConfig", "RoutingState", "Upstream"]
+
+log = logging.getLogger("strangler.proxy")
+
+
+@dataclass(eq=False)
+class Upstream:
+    """One configured upstream: its settings, its clients and its breaker."""
+
+    name: str
+    config: UpstreamConfig
+    client: httpx.AsyncClient
+    shadow_client: httpx.AsyncClient
+    breaker: CircuitBreaker
+
+    @property
+    def origin(self) -> httpx.URL:
+        return httpx.URL(self.config.origin)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        await self.shadow_client.aclose()
+
+
+@dataclass(frozen=True, eq=False)
+class CapabilityRoute:
+    policy: CapabilityPolicy
+    config: CapabilityConfig
+    monolith: Upstream
+    service: Upstream
+
+    def upstream(self, side: Side) -> Upstream:
+        return self.service if side is Side.SERVICE else self.monolith
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledConfig:
+    version: int
+    config: RoutingConfig
+    prefixes: dict[str, CapabilityRoute]
+    capabilities: dict[str, CapabilityRoute]
+    upstreams: dict[str, Upstream]
+    default: Upstream
+    trusted: Networks
+
+    def match(self, path: str) -> CapabilityRoute | None:
+        """Longest-prefix match on a normalised path; None means the default route."""
+        for candidate in ancestors(path):
+            route = self.prefixes.get(candidate)
+            if route is not None:
+                return route
+        return None
+
+
+def _client(config: UpstreamConfig, *, shadow: bool) -> httpx.AsyncClient:
+    timeout = httpx.Timeout(
+        connect=config.connect_timeout,
+        read=config.read_timeout,
+        write=config.read_timeout,
+        pool=config.connect_timeout,
+    )
+    limits = httpx.Limits(
+        max_connections=config.max_connections // 4 if shadow else config.max_connections,
+        max_keepalive_connections=config.max_connections // 4 if shadow else config.max_connections,
+        keepalive_expiry=30,
+    )
+    return httpx.AsyncClient(
+        timeout=timeout, limits=limits, follow_redirects=False, trust_env=False
+    )
+
+
+class RoutingState:
+    """Holds the current CompiledConfig and applies new ones."""
+
+    def __init__(self, metrics: ProxyMetrics) -> None:
+        self._metrics = metrics
+        self._current: CompiledConfig | None = None
+        self._retired: set[asyncio.Task[None]] = set()
+
+    @property
+    def current(self) -> CompiledConfig:
+        if self._current is None:
+            raise RuntimeError("no routing config applied yet")
+        return self._current
+
+    def apply(self, config: RoutingConfig) -> CompiledConfig:
+        """Compile `config` and make it current; refuse (ConfigError) a skipped phase."""
+        previous = self._current
+        if previous is not None:
+            validate_transition(previous.config, config)
+        kept = previous.upstreams if previous else {}
+        breaker = config.breaker
+        upstreams: dict[str, Upstream] = {}
+        for name, settings in config.upstreams.items():
+            old = kept.get(name)
+            if old is not None and old.config == settings:
+                old.breaker.failure_threshold = breaker.failure_threshold
+                old.breaker.cooldown_seconds = breaker.cooldown_seconds
+                upstreams[name] = old
+                continue
+            upstreams[name] = Upstream(
+                name=name,
+                config=settings,
+                client=_client(settings, shadow=False),
+                shadow_client=_client(settings, shadow=True),
+                breaker=CircuitBreaker(
+                    failure_threshold=breaker.failure_threshold,
+                    cooldown_seconds=breaker.cooldown_seconds,
+                ),
+            )
+            self._metrics.set_breaker(name, "closed")
+        capabilities: dict[str, CapabilityRoute] = {}
+        prefixes: dict[str, CapabilityRoute] = {}
+        for name, capability in config.capabilities.items():
+            route = CapabilityRoute(
+                policy=CapabilityPolicy.build(
+                    name,
+                    capability.phase,
+                    capability.canary_percent,
+                    capability.shadow_percent,
+                    capability.shadow_during_canary,
+                    capability.sticky_key,
+                ),
+                config=capability,
+                monolith=upstreams[capability.monolith],
+                service=upstreams[capability.service],
+            )
+            capabilities[name] = route
+            for prefix in capability.prefixes:
+                prefixes[prefix] = route
+        compiled = CompiledConfig(
+            version=(previous.version + 1) if previous else 1,
+            config=config,
+            prefixes=prefixes,
+            capabilities=capabilities,
+            upstreams=upstreams,
+            default=upstreams[config.proxy.default_upstream],
+            trusted=[ipaddress.ip_network(n, strict=False) for n in config.proxy.trusted_proxies],
+        )
+        self._current = compiled
+        self._metrics.config_version.set(compiled.version)
+        retired = [u for name, u in kept.items() if upstreams.get(name) is not u]
+        if retired:
+            self._retire(retired, grace=max(u.config.total_timeout for u in retired))
+        return compiled
+
+    def _retire(self, retired: list[Upstream], grace: float) -> None:
+        async def close_later() -> None:
+            await asyncio.sleep(grace)
+            for upstream in retired:
+                await upstream.aclose()
+
+        try:
+            task = asyncio.get_running_loop().create_task(close_later())
+        except RuntimeError:  # applied outside the event loop (startup): nothing in flight
+            return
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+
+    async def aclose(self) -> None:
+        for task in list(self._retired):
+            task.cancel()
+        if self._current is not None:
+            for upstream in self._current.upstreams.values():
+                await upstream.aclose()
