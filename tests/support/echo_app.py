@@ -4,7 +4,7 @@ It stands in for "some upstream" where the real apps cannot show what the proxy 
 - any path: answers JSON describing the request it received (method, path, query, headers,
   body length), so tests can see exactly what the proxy forwarded;
 - `/_echo/status/{code}`: answers that status;
-- `/_echo/slow?seconds=`: answers after a delay;
+- `/_echo/slow?seconds=&only=NAME`: answers after a delay (only upstream NAME, if given);
 - `/_echo/drip?chunks=&interval=`: streams chunks slowly and counts clients that went away;
 - `/_echo/big?bytes=`: a large streamed body;
 - `/_echo/hop`: a response carrying hop-by-hop headers the proxy must strip;
@@ -32,8 +32,10 @@ async def status(request: Request) -> Response:
 
 
 async def slow(request: Request) -> Response:
-    await asyncio.sleep(float(request.query_params.get("seconds", "1")))
-    return JSONResponse({"slept": True})
+    only = request.query_params.get("only")
+    if only is None or only == request.app.state.name:
+        await asyncio.sleep(float(request.query_params.get("seconds", "1")))
+    return JSONResponse({"who": request.app.state.name})
 
 
 async def drip(request: Request) -> Response:
@@ -104,7 +106,7 @@ def create_app(name: str) -> Starlette:
     app = Starlette(
         routes=[
             Route("/_echo/status/{code:int}", status, methods=["GET", "POST"]),
-            Route("/_echo/slow", slow),
+            Route("/_echo/slow", slow, methods=["GET", "POST"]),
             Route("/_echo/drip", drip),
             Route("/_echo/big", big),
             Route("/_echo/hop", hop),

@@ -1,0 +1,121 @@
+"""Shadow reads: compared after the client's answer, bounded, never for writes."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+import httpx
+
+from tests.proxy.conftest import Proxy, ProxyFactory, routing_document
+from tests.support.factories import new_account, new_product
+from tests.support.metrics import metric_value
+from tests.support.processes import RunningApp
+
+
+def _wait_for(predicate: Any, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def _shadow_stats(proxy: Proxy) -> dict[str, Any]:
+    stats: dict[str, Any] = proxy.status()["capabilities"]["products"]["shadow"] or {}
+    return stats
+
+
+def test_shadow_compares_real_monolith_and_service_answers_and_keeps_mismatches(
+    proxy_factory: ProxyFactory, real_monolith: RunningApp, standin_service: RunningApp
+) -> None:
+    proxy = proxy_factory(routing_document(real_monolith.base_url, standin_service.base_url))
+    proxy.walk_to("shadow")
+    past_the_end = base64.urlsafe_b64encode(b"after:999999999").decode().rstrip("=")
+    assert proxy.client.get("/products", params={"cursor": past_the_end}).status_code == 200
+    assert proxy.client.get("/products/999999999").status_code == 404
+    _wait_for(lambda: _shadow_stats(proxy).get("compared") == 2)
+    assert _shadow_stats(proxy)["matched"] == 2
+
+    with httpx.Client(base_url=real_monolith.base_url) as monolith:
+        only_here = new_product(monolith, new_account(monolith), price="12.50")
+    response = proxy.client.get(f"/products/{only_here['id']}")
+    assert response.status_code == 200 and response.headers["x-strangler-upstream"] == "monolith"
+    _wait_for(lambda: _shadow_stats(proxy).get("mismatched") == 1)
+    stats = _shadow_stats(proxy)
+    assert stats["mismatch_rate"] == round(1 / 3, 6)
+    sample = proxy.admin("GET", "/capabilities/products/mismatches").json()["samples"][0]
+    assert sample["request"] == f"GET /products/{only_here['id']}"
+    assert (sample["primary"]["status"], sample["shadow"]["status"]) == (200, 404)
+    assert "-status 200" in sample["diff"] and "+status 404" in sample["diff"]
+    metrics = proxy.client.get("/_strangler/metrics").text
+    assert (
+        'strangler_proxy_shadow_compares_total{capability="products",result="mismatch"} 1.0'
+        in metrics
+    )
+
+
+def test_a_slow_shadow_never_delays_the_client(
+    proxy_factory: ProxyFactory, echo_monolith: RunningApp, echo_service: RunningApp
+) -> None:
+    proxy = proxy_factory(
+        routing_document(
+            echo_monolith.base_url,
+            echo_service.base_url,
+            capability={"prefixes": ["/products", "/_echo"]},
+            service={"total_timeout": 5.0, "read_timeout": 5.0},
+        )
+    )
+    proxy.walk_to("shadow")
+    started = time.monotonic()
+    response = proxy.client.get("/_echo/slow", params={"seconds": 2, "only": "service"})
+    assert response.json() == {"who": "monolith"}
+    assert time.monotonic() - started < 1.5
+    _wait_for(lambda: _shadow_stats(proxy).get("compared") == 1)
+    assert _shadow_stats(proxy)["mismatched"] == 1  # {"who": "service"} differs
+
+
+def test_a_full_shadow_queue_drops_and_counts_instead_of_waiting(
+    proxy_factory: ProxyFactory, echo_monolith: RunningApp, echo_service: RunningApp
+) -> None:
+    proxy = proxy_factory(
+        routing_document(
+            echo_monolith.base_url,
+            echo_service.base_url,
+            capability={"prefixes": ["/products", "/_echo"]},
+            proxy={"shadow_queue_size": 1, "shadow_workers": 1},
+            service={"total_timeout": 5.0, "read_timeout": 5.0},
+        )
+    )
+    proxy.walk_to("shadow")
+    statuses = [
+        proxy.client.get("/_echo/slow", params={"seconds": 1, "only": "service"}).status_code
+        for _ in range(6)
+    ]
+    assert statuses == [200] * 6
+    assert _shadow_stats(proxy)["dropped"] >= 3
+    metrics = proxy.client.get("/_strangler/metrics").text
+    assert (
+        metric_value(metrics, "strangler_proxy_shadow_dropped_total", capability="products")
+        == (_shadow_stats(proxy)["dropped"])
+    )
+
+
+def test_writes_are_never_shadowed(echo_proxy: Proxy, echo_service: RunningApp) -> None:
+    echo_proxy.walk_to("shadow")
+
+    def served() -> int:
+        count: int = httpx.get(f"{echo_service.base_url}/_echo/stats").json()["requests"]
+        return count
+
+    before = served()
+    for method in ("POST", "PUT", "PATCH", "DELETE"):
+        assert (
+            echo_proxy.client.request(method, "/products/1").headers["x-strangler-upstream"]
+            == "monolith"
+        )
+    echo_proxy.client.get("/products/1")
+    _wait_for(lambda: (_shadow_stats(echo_proxy).get("compared") or 0) >= 1)
+    assert served() - before == 1
