@@ -6,7 +6,6 @@ them: the toolkit stays independent of the system it migrates.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from strangler.admin_client import AdminApiError, AdminClient, CliSettings, admin_token_for_up
 from strangler.coupling import OwnershipConfigError, find_couplings, load_table_ownership
+from strangler.supervisor import ChildDied, ChildSpec, Supervisor
 
 app = typer.Typer(
     add_completion=False,
@@ -59,21 +60,54 @@ def seed(
 @app.command()
 def up(
     products: Annotated[int, typer.Option(min=0, help="How many demo products")] = 1000,
-    port: Annotated[int, typer.Option(help="Port of the monolith")] = 8001,
+    monolith_port: Annotated[int, typer.Option(help="Port of the monolith")] = 8001,
+    proxy_port: Annotated[int, typer.Option(help="Port of the proxy")] = 8000,
+    routing_file: Annotated[Path, typer.Option(help="The proxy's routing file")] = Path(
+        "routing.toml"
+    ),
 ) -> None:
-    """Migrate, seed and serve the system on loopback until Ctrl-C."""
+    """Migrate, seed, and run the monolith and the proxy on loopback until Ctrl-C."""
     seed(products)
-    console.print(f"[green]monolith:[/] http://127.0.0.1:{port}  (API docs at /docs)")
-    child = subprocess.Popen(_monolith("serve", "--port", str(port)))
+    token, where = admin_token_for_up()
+    python = sys.executable
+    supervisor = Supervisor(console)
+    children = [
+        ChildSpec(
+            "monolith",
+            [python, "-m", "legacy_monolith", "serve", "--port", str(monolith_port)],
+            f"http://127.0.0.1:{monolith_port}/ready",
+        ),
+        ChildSpec(
+            "proxy",
+            [python, "-m", "proxy", "serve", "--port", str(proxy_port)],
+            f"http://127.0.0.1:{proxy_port}/_strangler/health",
+            env={"PROXY_ADMIN_TOKEN": token, "PROXY_ROUTING_FILE": str(routing_file)},
+        ),
+    ]
     try:
-        code = child.wait()
+        for child in children:
+            supervisor.start(child)
+        supervisor.wait_ready()
+        console.print(
+            f"[bold green]ready[/]  proxy    http://127.0.0.1:{proxy_port}  (send traffic here)\n"
+            f"       monolith http://127.0.0.1:{monolith_port}  (API docs at /docs)\n"
+            f"       admin    http://127.0.0.1:{proxy_port}/_strangler/status  "
+            f"(token in {where})\n"
+            "       Ctrl-C stops everything"
+        )
+        supervisor.watch()
     except KeyboardInterrupt:
-        child.send_signal(signal.SIGINT)
-        code = child.wait(timeout=15)
-        console.print("[cyan]stopped[/]")
-        return
-    if code != 0:
-        raise _fail(f"the monolith exited with code {code}.", "read its log above.")
+        console.print("[cyan]stopping[/]")
+    except ChildDied as exc:
+        supervisor.stop_all()
+        raise _fail(
+            f"{exc.name} exited with code {exc.code}; everything was stopped.",
+            f"read the lines prefixed '{exc.name}' above.",
+        ) from exc
+    except TimeoutError as exc:
+        supervisor.stop_all()
+        raise _fail(str(exc), "read the logs above; is a port already in use?") from exc
+    supervisor.stop_all()
 
 
 @app.command()
@@ -99,6 +133,72 @@ def coupling(
     console.print(table)
     console.print(f"[red]{len(found)} coupling(s) found[/]")
     raise typer.Exit(code=1)
+
+
+proxy_app = typer.Typer(no_args_is_help=True, help="Read and change the proxy's routing.")
+app.add_typer(proxy_app, name="proxy")
+
+
+def _admin() -> AdminClient:
+    try:
+        return AdminClient(CliSettings())
+    except AdminApiError as exc:
+        raise _fail(str(exc), exc.hint) from exc
+
+
+@proxy_app.command("status")
+def proxy_status() -> None:
+    """Show each capability's phase, targets, rollout, shadow results and breakers."""
+    try:
+        status = _admin().status()
+    except AdminApiError as exc:
+        raise _fail(str(exc), exc.hint) from exc
+    table = Table("capability", "phase", "reads", "writes", "canary %", "shadow", "mismatch rate")
+    for name, cap in status["capabilities"].items():
+        shadow = cap.get("shadow") or {}
+        table.add_row(
+            name,
+            cap["phase"],
+            cap["reads"],
+            cap["writes"],
+            f"{cap['canary_percent']:g}",
+            f"{shadow.get('compared', 0)} compared",
+            f"{shadow.get('mismatch_rate', 0):.4f}",
+        )
+    console.print(table)
+    breakers = ", ".join(
+        f"{name}: {u['breaker']['state']}" for name, u in status["upstreams"].items()
+    )
+    console.print(f"config version {status['config_version']}; breakers: {breakers}")
+    if status.get("last_reload_error"):
+        console.print(f"[red]last refused edit:[/] {escape(status['last_reload_error'])}")
+
+
+@proxy_app.command("set")
+def proxy_set(
+    capability: Annotated[str, typer.Argument(help="Capability name, e.g. products")],
+    phase: Annotated[str | None, typer.Option(help="Move to this phase (one step forward)")] = None,
+    canary_percent: Annotated[float | None, typer.Option(min=0, max=100)] = None,
+    shadow_percent: Annotated[float | None, typer.Option(min=0, max=100)] = None,
+    reason: Annotated[str | None, typer.Option(help="Why, for the audit log")] = None,
+) -> None:
+    """Change a capability's phase or percentages through the proxy's admin API."""
+    changes = {
+        key: value
+        for key, value in {
+            "phase": phase,
+            "canary_percent": canary_percent,
+            "shadow_percent": shadow_percent,
+            "reason": reason,
+        }.items()
+        if value is not None
+    }
+    try:
+        result = _admin().change(capability, changes)
+    except AdminApiError as exc:
+        raise _fail(str(exc), exc.hint) from exc
+    for key, new in result["new"].items():
+        console.print(f"{capability}.{key}: {result['old'].get(key)} -> [bold]{new}[/]")
 
 
 def main() -> None:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -17,6 +21,7 @@ from tests.support.databases import BACKENDS, database
 from tests.support.processes import free_port, monolith_env, wait_until_healthy
 
 STRANGLER = [sys.executable, "-c", "from strangler.cli import main; main()"]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _count(url: str, table: str) -> int:
@@ -52,33 +57,125 @@ def test_seed_against_an_unreachable_database_says_what_to_do(tmp_path: Path) ->
     assert "MONOLITH_DATABASE_URL" in result.stderr
 
 
-def test_up_serves_the_seeded_monolith_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    port = free_port()
-    env = {**monolith_env(f"sqlite:///{tmp_path / 'up.db'}", tmp_path), "PYTHONUNBUFFERED": "1"}
+@dataclass
+class Up:
+    process: subprocess.Popen[bytes]
+    log: Path
+    proxy: str
+    monolith: str
+    env: dict[str, str]
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Iterator[Up]:
+    """`strangler up` on free ports, with a routing file pointing at its monolith."""
+    monolith_port, proxy_port = free_port(), free_port()
+    routing = tmp_path / "routing.toml"
+    routing.write_text(
+        (ROOT / "routing.toml").read_text().replace("127.0.0.1:8001", f"127.0.0.1:{monolith_port}")
+    )
+    env = {
+        **monolith_env(f"sqlite:///{tmp_path / 'up.db'}", tmp_path),
+        "PYTHONUNBUFFERED": "1",
+        "STRANGLER_ADMIN_TOKEN": "up-test-token",
+        "STRANGLER_PROXY_URL": f"http://127.0.0.1:{proxy_port}",
+        "PROXY_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
+        "COLUMNS": "200",
+    }
     log = tmp_path / "up.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [*STRANGLER, "up", "--products", "1000", "--port", str(port)],
+            [
+                *STRANGLER,
+                "up",
+                "--products",
+                "1000",
+                "--monolith-port",
+                str(monolith_port),
+                "--proxy-port",
+                str(proxy_port),
+                "--routing-file",
+                str(routing),
+            ],
             env=env,
             stdout=sink,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    base = f"http://127.0.0.1:{port}"
     try:
-        wait_until_healthy(base, process, log)
-        page = httpx.get(f"{base}/products", params={"limit": 200}).json()
-        assert len(page["items"]) == 200 and page["next_cursor"]
-        login = httpx.post(
-            f"{base}/users/login",
-            json={"email": "alice@example.com", "password": "demo-password"},
+        wait_until_healthy(f"http://127.0.0.1:{proxy_port}", process, log, "/_strangler/health")
+        deadline = time.monotonic() + 30
+        while "ready" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        yield Up(
+            process, log, f"http://127.0.0.1:{proxy_port}", f"http://127.0.0.1:{monolith_port}", env
         )
-        assert login.status_code == 200
     finally:
-        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-        code = process.wait(timeout=30)
-    assert code == 0, log.read_text()
-    assert f"http://127.0.0.1:{port}" in log.read_text()
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_up_serves_the_seeded_system_through_the_proxy_and_stops_on_ctrl_c(up: Up) -> None:
+    page = httpx.get(f"{up.proxy}/products", params={"limit": 200})
+    assert page.headers["x-strangler-upstream"] == "monolith"
+    assert len(page.json()["items"]) == 200 and page.json()["next_cursor"]
+    login = httpx.post(
+        f"{up.proxy}/users/login", json={"email": "alice@example.com", "password": "demo-password"}
+    )
+    assert login.status_code == 200
+    text = up.log.read_text()
+    assert up.proxy in text and up.monolith in text
+    assert "monolith |" in text and "proxy    |" in text
+    os.killpg(up.process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    assert up.process.wait(timeout=30) == 0, up.log.read_text()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{up.monolith}/health", timeout=2)
+
+
+def test_the_cli_flips_a_capability_through_the_admin_api(up: Up) -> None:
+    cli = [*STRANGLER, "proxy"]
+    flipped = subprocess.run(
+        [*cli, "set", "products", "--phase", "dual_write", "--reason", "t"],
+        env=up.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert flipped.returncode == 0, flipped.stderr
+    assert "products.phase: monolith -> dual_write" in flipped.stdout
+    status = subprocess.run(
+        [*cli, "status"], env=up.env, capture_output=True, text=True, timeout=60
+    )
+    assert "dual_write" in status.stdout
+    refused = subprocess.run(
+        [*cli, "set", "products", "--phase", "canary"],
+        env=up.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2
+    assert "skips backfilled, shadow" in refused.stderr
+    wrong = subprocess.run(
+        [*cli, "status"],
+        env={**up.env, "STRANGLER_ADMIN_TOKEN": "nope"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert wrong.returncode == 2 and "refused the admin token" in wrong.stderr
+
+
+def test_up_stops_everything_and_names_the_child_that_died(up: Up) -> None:
+    match = re.search(r"monolith \| .*Started server process \[(\d+)\]", up.log.read_text())
+    assert match, up.log.read_text()
+    os.kill(int(match.group(1)), signal.SIGKILL)
+    assert up.process.wait(timeout=30) == 2
+    text = up.log.read_text()
+    assert "monolith exited with code -9" in text
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{up.proxy}/_strangler/health", timeout=2)
 
 
 def test_ready_is_503_when_the_database_is_gone(tmp_path: Path) -> None:

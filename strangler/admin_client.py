@@ -1,0 +1,109 @@
+"""Talking to the proxy's admin API from the CLI, and where the admin token comes from.
+
+The token is `STRANGLER_ADMIN_TOKEN` (or the proxy's own `PROXY_ADMIN_TOKEN`), else the file
+`strangler up` writes (var/admin-token, mode 0600) when neither is set.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["AdminApiError", "AdminClient", "CliSettings", "admin_token_for_up"]
+
+
+class CliSettings(BaseSettings):
+    """Settings of the `strangler` CLI, from `STRANGLER_*` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="STRANGLER_", extra="ignore")
+
+    proxy_url: str = "http://127.0.0.1:8000"
+    admin_token: SecretStr | None = None
+    admin_token_file: Path = Path("var/admin-token")
+
+    def token(self) -> str | None:
+        if self.admin_token is not None:
+            return self.admin_token.get_secret_value()
+        if os.environ.get("PROXY_ADMIN_TOKEN"):
+            return os.environ["PROXY_ADMIN_TOKEN"]
+        try:
+            return self.admin_token_file.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+
+def admin_token_for_up(settings: CliSettings | None = None) -> tuple[str, str]:
+    """The token `strangler up` gives the proxy, and where an operator finds it."""
+    settings = settings or CliSettings()
+    if settings.admin_token is not None:
+        return settings.admin_token.get_secret_value(), "STRANGLER_ADMIN_TOKEN"
+    if os.environ.get("PROXY_ADMIN_TOKEN"):
+        return os.environ["PROXY_ADMIN_TOKEN"], "PROXY_ADMIN_TOKEN"
+    path = settings.admin_token_file
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32))
+    return path.read_text().strip(), str(path)
+
+
+class AdminApiError(Exception):
+    """The admin API could not be used; the message says why and what to do."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class AdminClient:
+    def __init__(
+        self, settings: CliSettings, *, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        token = settings.token()
+        if token is None:
+            raise AdminApiError(
+                "no admin token",
+                "set STRANGLER_ADMIN_TOKEN, or run from the directory where `strangler up` "
+                f"wrote {settings.admin_token_file}",
+            )
+        self._base = settings.proxy_url.rstrip("/")
+        self._client = httpx.Client(
+            base_url=self._base,
+            headers={"Authorization": f"Bearer {token}", "X-Strangler-Actor": "strangler-cli"},
+            timeout=10,
+            transport=transport,
+        )
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            response = self._client.request(method, f"/_strangler{path}", **kwargs)
+        except httpx.TransportError as exc:
+            raise AdminApiError(
+                f"cannot reach the proxy at {self._base}: {exc}",
+                "start it with `strangler up`, or point STRANGLER_PROXY_URL at it",
+            ) from exc
+        if response.status_code == 401:
+            raise AdminApiError("the proxy refused the admin token", "check STRANGLER_ADMIN_TOKEN")
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise AdminApiError(
+                f"the proxy refused the request: {detail}", "fix the values and retry"
+            )
+        body: dict[str, Any] = response.json()
+        return body
+
+    def status(self) -> dict[str, Any]:
+        return self._call("GET", "/status")
+
+    def change(self, capability: str, changes: dict[str, Any]) -> dict[str, Any]:
+        return self._call("PATCH", f"/capabilities/{capability}", json=changes)
