@@ -82,9 +82,20 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 def run_wrk(url: str, connections: int, seconds: int) -> dict[str, float]:
     out = subprocess.run(
-        ["wrk", "-t", "1" if connections == 1 else "2", "-c", str(connections), "-d",
-         f"{seconds}s", "--latency", url],
-        capture_output=True, text=True, check=True,
+        [
+            "wrk",
+            "-t",
+            "1" if connections == 1 else "2",
+            "-c",
+            str(connections),
+            "-d",
+            f"{seconds}s",
+            "--latency",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     lat = {}
@@ -123,12 +134,20 @@ prefixes = ["/products"]
 service = "service"
 phase = "monolith"
 """)
-    env = {**os.environ, "PROXY_ROUTING_FILE": str(routing),
-           "PROXY_AUDIT_LOG": str(workdir / "audit.jsonl")}
+    env = {
+        **os.environ,
+        "PROXY_ROUTING_FILE": str(routing),
+        "PROXY_AUDIT_LOG": str(workdir / "audit.jsonl"),
+    }
     procs = [
         subprocess.Popen([sys.executable, str(ROOT / "bench/trivial_upstream.py"), str(up_port)]),
-        subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--port", str(proxy_port)],
-                         env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen(
+            [sys.executable, "-m", "proxy", "serve", "--port", str(proxy_port)],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
         subprocess.Popen(["nginx", "-c", str(nginx_conf(workdir, nginx_port, up_port))]),
     ]
     targets = {
@@ -174,16 +193,23 @@ phase = "monolith"
         / max(result["nginx"]["added_p50_ms"], 1e-3),
     }
     machine = {
-        "cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
-        "httpx": httpx.__version__, "uvicorn": version("uvicorn"),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "httpx": httpx.__version__,
+        "uvicorn": version("uvicorn"),
         "nginx": subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip(),
         "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0],
-        "date": time.strftime("%Y-%m-%d"), "seconds": args.seconds, "rounds": args.rounds,
+        "date": time.strftime("%Y-%m-%d"),
+        "seconds": args.seconds,
+        "rounds": args.rounds,
     }
     print(f"{'target':<10} {'req/s @32':>10} {'p50 @1 ms':>10} {'p99 @1 ms':>10} {'non-2xx':>8}")
     for name, r in result.items():
-        print(f"{name:<10} {r['rps_32']:>10.0f} {r['p50_ms_1']:>10.3f} {r['p99_ms_1']:>10.3f} "
-              f"{r['non_2xx']:>8.0f}")
+        print(
+            f"{name:<10} {r['rps_32']:>10.0f} {r['p50_ms_1']:>10.3f} {r['p99_ms_1']:>10.3f} "
+            f"{r['non_2xx']:>8.0f}"
+        )
     for key, value in ratios.items():
         print(f"{key}: {value:.3f}")
     out = ROOT / "bench/results/proxy_overhead.json"
