@@ -30,8 +30,8 @@ def seed(
     products: Annotated[int, typer.Option(min=0, help="How many demo products")] = 1000,
 ) -> None:
     """Load demo users and products; re-running adds only what is missing."""
-    from legacy_monolith.platform.db import Sessions, create_db_engine
     from legacy_monolith.seed import DEMO_PASSWORD, DEMO_USERS, seed
+    from strangler.db import Sessions, create_db_engine
 
     engine = create_db_engine(MonolithSettings().database_url)
     try:

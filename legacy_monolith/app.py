@@ -13,8 +13,8 @@ from fastapi import FastAPI, Request
 from sqlalchemy import text
 
 from legacy_monolith import orders, products, users
-from legacy_monolith.platform.db import Sessions, create_db_engine
 from legacy_monolith.platform.settings import MonolithSettings
+from strangler.db import Sessions, create_db_engine
 from strangler.problems import install_problem_handlers, problem_response
 from strangler.tokens import TokenIssuer, TokenPolicy, TokenVerifier, load_or_create_keypair
 

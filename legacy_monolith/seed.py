@@ -9,7 +9,7 @@ import random
 from dataclasses import dataclass
 
 from legacy_monolith import products, users
-from legacy_monolith.platform.db import Sessions
+from strangler.db import Sessions
 
 DEMO_PASSWORD = "demo-password"
 DEMO_USERS = [

@@ -11,8 +11,8 @@ from legacy_monolith.orders.adapters import InProcessCustomers, InProcessProduct
 from legacy_monolith.orders.models import Order
 from legacy_monolith.orders.schemas import OrderIn, OrderItemOut, OrderOut
 from legacy_monolith.platform.auth import CurrentUserId
-from legacy_monolith.platform.db import ReadSession, WriteSession
-from legacy_monolith.platform.money import string_from_cents
+from strangler.db import ReadSession, WriteSession
+from strangler.money import string_from_cents
 from strangler.problems import Problem
 
 router = APIRouter(prefix="/orders", tags=["orders"])

@@ -7,11 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from legacy_monolith.platform.auth import CurrentUserId
-from legacy_monolith.platform.db import ReadSession, WriteSession
-from legacy_monolith.platform.money import string_from_cents
 from legacy_monolith.products import service
 from legacy_monolith.products.models import Product
 from legacy_monolith.products.schemas import ProductCreate, ProductOut, ProductPage, ProductPatch
+from strangler.db import ReadSession, WriteSession
+from strangler.money import string_from_cents
+from strangler.pagination import BadCursor, decode_cursor, encode_cursor
 from strangler.problems import Problem
 
 router = APIRouter(prefix="/products", tags=["products"])
@@ -40,15 +41,15 @@ def list_products(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> ProductPage:
     try:
-        after = service.decode_cursor(cursor) if cursor else None
-    except service.BadCursor as exc:
+        after = decode_cursor(cursor) if cursor else None
+    except BadCursor as exc:
         raise Problem(
             400, "The cursor is not one this API issued; use next_cursor from a previous page."
         ) from exc
     rows, next_after = service.list_products(session, limit=limit, after_id=after)
     return ProductPage(
         items=[_out(p) for p in rows],
-        next_cursor=service.encode_cursor(next_after) if next_after is not None else None,
+        next_cursor=encode_cursor(next_after) if next_after is not None else None,
     )
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -25,10 +23,6 @@ class SkuTaken(Exception):
     """Another product already has this SKU."""
 
 
-class BadCursor(Exception):
-    """The pagination cursor was not issued by this API."""
-
-
 @dataclass
 class InsufficientStock(Exception):
     """A product has fewer units than asked for; nothing was reserved."""
@@ -46,21 +40,6 @@ class ProductSnapshot:
     name: str
     price_cents: int
     stock: int
-
-
-def encode_cursor(after_id: int) -> str:
-    return base64.urlsafe_b64encode(f"after:{after_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise BadCursor(cursor) from exc
-    prefix, _, number = raw.partition(":")
-    if prefix != "after" or not number.isdigit():
-        raise BadCursor(cursor)
-    return int(number)
 
 
 def list_products(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from legacy_monolith.platform.db import create_db_engine
 from legacy_monolith.schema import combined_metadata
+from strangler.db import create_db_engine
 
 config = context.config
 target_metadata = combined_metadata()

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select, text
 
-from legacy_monolith.platform.db import create_db_engine
+from strangler.db import create_db_engine
 from tests.support.databases import BACKENDS, database
 from tests.support.processes import free_port, monolith_env, wait_until_healthy
 

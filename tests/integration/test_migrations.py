@@ -11,8 +11,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from legacy_monolith.migrate import alembic_config, upgrade_to_head
-from legacy_monolith.platform.db import create_db_engine
 from legacy_monolith.schema import CAPABILITY_METADATA, combined_metadata
+from strangler.db import create_db_engine
 from tests.support.databases import BACKENDS, database
 
 

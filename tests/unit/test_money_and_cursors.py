@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from legacy_monolith.platform.money import cents_from_string, string_from_cents
-from legacy_monolith.products.service import BadCursor, decode_cursor, encode_cursor
+from strangler.money import cents_from_string, string_from_cents
+from strangler.pagination import BadCursor, decode_cursor, encode_cursor
 
 
 @given(st.integers(min_value=0, max_value=10**11))

@@ -1,4 +1,4 @@
-"""Engines and sessions: one engine per app, one session per request.
+"""Engines and sessions for every app here: one engine per app, one session per request.
 
 SQLite needs care to behave like a server database under concurrent writers: WAL so readers do
 not block the writer, a busy timeout so writers queue instead of failing, and `BEGIN IMMEDIATE`

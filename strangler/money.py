@@ -1,4 +1,6 @@
-"""Money as the API speaks it: a decimal string with two places, stored as integer cents.
+"""Money as the shop API speaks it on both sides of the migration.
+
+A decimal string with two places on the wire, stored as integer cents.
 
 Integer cents keep arithmetic exact on every database (SQLite has no decimal type) and make
 the wire format a matter of formatting, never of float rounding.
