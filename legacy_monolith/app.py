@@ -15,14 +15,23 @@ from sqlalchemy import text
 from legacy_monolith import orders, products, users
 from legacy_monolith.platform.settings import MonolithSettings
 from strangler.db import Sessions, create_db_engine
+from strangler.phases import PhaseFile
 from strangler.problems import install_problem_handlers, problem_response
-from strangler.tokens import TokenIssuer, TokenPolicy, TokenVerifier, load_or_create_keypair
+from strangler.sync.api import sync_router
+from strangler.tokens import (
+    TokenIssuer,
+    TokenPolicy,
+    TokenVerifier,
+    load_or_create_keypair,
+    publish_public_key,
+)
 
 
 def create_app(settings: MonolithSettings | None = None) -> FastAPI:
     """Build the monolith app; `settings` defaults to the environment's."""
     settings = settings or MonolithSettings()
     keys = load_or_create_keypair(settings.jwt_private_key_file)
+    publish_public_key(keys, settings.jwt_public_key_file)
     policy = TokenPolicy(issuer=settings.jwt_issuer, audience=settings.jwt_audience)
     engine = create_db_engine(settings.database_url)
 
@@ -33,13 +42,17 @@ def create_app(settings: MonolithSettings | None = None) -> FastAPI:
 
     app = FastAPI(title="Legacy monolith", version="1.0.0", lifespan=lifespan)
     app.state.settings = settings
-    app.state.sessions = Sessions(engine)
+    phase_file = PhaseFile(settings.routing_file, "products")
+    app.state.sessions = Sessions(engine, info=products.sessions_info(phase_file))
+    app.state.sync_specs = {"products": products.SYNC_SPEC}
+    app.state.sync_tables = {"products": products.SYNC_TABLES}
+    app.state.sync_token = settings.sync_token.get_secret_value() if settings.sync_token else None
     app.state.token_issuer = TokenIssuer(
         keys.private_pem, policy, ttl_seconds=settings.access_token_ttl_seconds
     )
     app.state.token_verifier = TokenVerifier(keys.public_pem, policy)
     install_problem_handlers(app)
-    for router in (users.router, products.router, orders.router):
+    for router in (users.router, products.router, orders.router, sync_router()):
         app.include_router(router)
 
     @app.get("/health", tags=["operations"])

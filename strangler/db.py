@@ -50,13 +50,20 @@ def create_db_engine(url: str) -> Engine:
 
 
 class Sessions:
-    """Session factories over one engine: one for reads, one for transactions that write."""
+    """Session factories over one engine: one for reads, one for transactions that write.
 
-    def __init__(self, engine: Engine) -> None:
+    `info` is copied into every session's `Session.info`: the composition root's way to hand
+    request-independent collaborators (such as the phase a capability is in) to code that only
+    sees a session.
+    """
+
+    def __init__(self, engine: Engine, info: dict[str, object] | None = None) -> None:
         self.engine = engine
-        self.read = sessionmaker(engine, expire_on_commit=False)
+        self.read = sessionmaker(engine, expire_on_commit=False, info=dict(info or {}))
         self.write = sessionmaker(
-            engine.execution_options(**{_WRITE_OPTION: True}), expire_on_commit=False
+            engine.execution_options(**{_WRITE_OPTION: True}),
+            expire_on_commit=False,
+            info=dict(info or {}),
         )
 
 

@@ -7,10 +7,12 @@ apart between them. Order matters: a phase may advance only to the next one, and
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
-__all__ = ["PHASES", "Phase", "PhaseRouting", "Side", "routing_of"]
+__all__ = ["PHASES", "Phase", "PhaseFile", "PhaseRouting", "Side", "SyncDirection", "routing_of"]
 
 
 class Side(StrEnum):
@@ -38,33 +40,80 @@ class Phase(StrEnum):
 PHASES: tuple[Phase, ...] = tuple(Phase)
 
 
+class SyncDirection(StrEnum):
+    """Which way change events flow for a capability."""
+
+    FORWARD = "monolith_to_service"
+    REVERSE = "service_to_monolith"
+
+
 @dataclass(frozen=True)
 class PhaseRouting:
     """Where a phase sends a capability's traffic.
 
     `reads` is None in canary, where the rollout percentage splits users between the sides.
     `shadow_reads` mirrors reads to the other side for comparison. `monolith_holds_data` says
-    whether the monolith may answer a read when the service fails (fallback).
+    whether the monolith may answer a read when the service fails (fallback). `sync` is the
+    direction change events flow (None: nothing is synced).
     """
 
     reads: Side | None
     writes: Side
     shadow_reads: bool
     monolith_holds_data: bool
+    sync: SyncDirection | None
 
 
+_M, _S, _F, _R = Side.MONOLITH, Side.SERVICE, SyncDirection.FORWARD, SyncDirection.REVERSE
 _ROUTING = {
-    Phase.MONOLITH: PhaseRouting(Side.MONOLITH, Side.MONOLITH, False, True),
-    Phase.DUAL_WRITE: PhaseRouting(Side.MONOLITH, Side.MONOLITH, False, True),
-    Phase.BACKFILLED: PhaseRouting(Side.MONOLITH, Side.MONOLITH, False, True),
-    Phase.SHADOW: PhaseRouting(Side.MONOLITH, Side.MONOLITH, True, True),
-    Phase.CANARY: PhaseRouting(None, Side.MONOLITH, False, True),
-    Phase.READS_CUTOVER: PhaseRouting(Side.SERVICE, Side.MONOLITH, False, True),
+    Phase.MONOLITH: PhaseRouting(_M, _M, False, True, None),
+    Phase.DUAL_WRITE: PhaseRouting(_M, _M, False, True, _F),
+    Phase.BACKFILLED: PhaseRouting(_M, _M, False, True, _F),
+    Phase.SHADOW: PhaseRouting(_M, _M, True, True, _F),
+    Phase.CANARY: PhaseRouting(None, _M, False, True, _F),
+    Phase.READS_CUTOVER: PhaseRouting(_S, _M, False, True, _F),
     # The reverse relay keeps the monolith's copy current after writes move: the way back.
-    Phase.WRITES_CUTOVER: PhaseRouting(Side.SERVICE, Side.SERVICE, False, True),
-    Phase.DECOMMISSIONED: PhaseRouting(Side.SERVICE, Side.SERVICE, False, False),
+    Phase.WRITES_CUTOVER: PhaseRouting(_S, _S, False, True, _R),
+    Phase.DECOMMISSIONED: PhaseRouting(_S, _S, False, False, None),
 }
 
 
 def routing_of(phase: Phase) -> PhaseRouting:
     return _ROUTING[phase]
+
+
+class PhaseFile:
+    """The current phase of one capability, read from routing.toml as it changes.
+
+    Apps that must follow the migration (the monolith writing its outbox, the service writing
+    its reverse outbox) ask it on each write; it re-reads the file only when its mtime changed.
+    A missing or unreadable file, or a capability it does not name, reads as `monolith`: the
+    safe default, in which nothing is synced and nothing moved.
+    """
+
+    def __init__(self, path: Path | None, capability: str) -> None:
+        self._path = path
+        self._capability = capability
+        self._seen: tuple[int, int] | None = None
+        self._phase = Phase.MONOLITH
+
+    def current(self) -> Phase:
+        if self._path is None:
+            return Phase.MONOLITH
+        try:
+            stat = self._path.stat()
+        except OSError:
+            return self._phase
+        signature = (stat.st_mtime_ns, stat.st_size)
+        if signature != self._seen:
+            self._seen = signature
+            try:
+                data = tomllib.loads(self._path.read_text())
+                raw = data.get("capabilities", {}).get(self._capability, {}).get("phase")
+                self._phase = Phase(raw) if raw else Phase.MONOLITH
+            except (OSError, tomllib.TOMLDecodeError, ValueError):
+                pass  # a bad edit: keep the last phase read (the proxy refuses it too)
+        return self._phase
+
+    def sync(self) -> SyncDirection | None:
+        return routing_of(self.current()).sync

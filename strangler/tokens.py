@@ -26,6 +26,7 @@ __all__ = [
     "TokenPolicy",
     "TokenVerifier",
     "load_or_create_keypair",
+    "publish_public_key",
 ]
 
 ALGORITHM = "RS256"
@@ -128,3 +129,13 @@ def load_or_create_keypair(private_key_file: Path) -> KeyPair:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return KeyPair(private_pem=private_pem, public_pem=public_pem)
+
+
+def publish_public_key(keys: KeyPair, path: Path) -> None:
+    """Write the public key where verifying services read it (atomically, only if changed)."""
+    if path.exists() and path.read_bytes() == keys.public_pem:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(f".{path.name}.{os.getpid()}")
+    scratch.write_bytes(keys.public_pem)
+    os.replace(scratch, path)

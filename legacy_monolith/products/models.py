@@ -8,6 +8,8 @@ from sqlalchemy import BigInteger, CheckConstraint, DateTime, Integer, MetaData,
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from legacy_monolith.platform.naming import NAMING_CONVENTION
+from strangler.sync.apply import EntitySpec
+from strangler.sync.tables import sync_tables
 
 
 class ProductsBase(DeclarativeBase):
@@ -24,6 +26,9 @@ class Product(ProductsBase):
     __table_args__ = (
         CheckConstraint("stock >= 0", name="stock_not_negative"),
         CheckConstraint("price_cents >= 0", name="price_not_negative"),
+        # Never reuse the id of a deleted product: its tombstone on the other side would
+        # swallow the new product's events.
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -37,3 +42,17 @@ class Product(ProductsBase):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+
+
+SYNC_TABLES = sync_tables(ProductsBase.metadata, "products")
+"""Outbox, dead letters, tombstones and relay lease of the products sync (owned here)."""
+
+DATA_COLUMNS = ("sku", "name", "description", "price_cents", "stock")
+
+SYNC_SPEC = EntitySpec(
+    name="products",
+    table=Product.__table__,  # type: ignore[arg-type]
+    tombstones=SYNC_TABLES.tombstones,
+    data_columns=DATA_COLUMNS,
+)
+"""How products are stored here, for the toolkit's apply path and checksums."""

@@ -9,8 +9,48 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from legacy_monolith.products.models import Product
+from legacy_monolith.products.models import DATA_COLUMNS, SYNC_TABLES, Product
 from legacy_monolith.products.schemas import ProductCreate, ProductPatch
+from strangler.phases import PhaseFile, SyncDirection
+from strangler.sync.events import ChangeEvent
+from strangler.sync.outbox import record_change
+
+CHANGE_FEED = "products.phase_file"
+"""Key of `session.info` under which the composition root puts the PhaseFile that says whether
+product writes go to the outbox (see `sessions_info`)."""
+
+
+def sessions_info(phase_file: PhaseFile) -> dict[str, object]:
+    """What the composition root adds to every session's info so writes can follow the phase."""
+    return {CHANGE_FEED: phase_file}
+
+
+def _emit(session: Session, product_id: int, *, deleted_version: int | None = None) -> None:
+    """Write the product's change event to the outbox when the phase syncs monolith -> service.
+
+    Called inside the write's transaction, after the change: both commit or neither does.
+    """
+    phase_file = session.info.get(CHANGE_FEED)
+    if not isinstance(phase_file, PhaseFile) or phase_file.sync() is not SyncDirection.FORWARD:
+        return
+    if deleted_version is not None:
+        event = ChangeEvent(entity="products", key=product_id, version=deleted_version, op="delete")
+    else:
+        session.flush()
+        row = session.execute(
+            select(Product.version, *(getattr(Product, c) for c in DATA_COLUMNS)).where(
+                Product.id == product_id
+            )
+        ).one()
+        event = ChangeEvent(
+            entity="products",
+            key=product_id,
+            version=row[0],
+            op="upsert",
+            data=dict(zip(DATA_COLUMNS, row[1:], strict=True)),
+        )
+    record_change(session, SYNC_TABLES, event)
+
 
 _FIELD_COLUMNS = {"price": "price_cents"}
 
@@ -83,6 +123,12 @@ def create_product(session: Session, new: ProductCreate) -> Product:
         version=1,
     )
     session.add(product)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        session.rollback()
+        raise SkuTaken(new.sku) from exc
+    _emit(session, product.id)
     _commit_or_sku_taken(session, new.sku)
     return product
 
@@ -105,6 +151,9 @@ def add_missing_products(session: Session, products: Sequence[ProductCreate]) ->
         if p.sku not in taken
     ]
     session.add_all(fresh)
+    session.flush()
+    for product in fresh:
+        _emit(session, product.id)
     session.commit()
     return len(fresh)
 
@@ -122,6 +171,12 @@ def update_product(session: Session, product_id: int, patch: ProductPatch) -> Pr
     for field, value in changes.items():
         setattr(product, _FIELD_COLUMNS.get(field, field), value)
     product.version += 1
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        session.rollback()
+        raise SkuTaken(str(sku)) from exc
+    _emit(session, product.id)
     _commit_or_sku_taken(session, str(sku or product.sku))
     return product
 
@@ -131,6 +186,7 @@ def delete_product(session: Session, product_id: int) -> None:
     if product is None:
         raise ProductNotFound(product_id)
     session.delete(product)
+    _emit(session, product_id, deleted_version=product.version + 1)
     session.commit()
 
 
@@ -162,3 +218,4 @@ def reserve_stock(session: Session, quantities: Mapping[int, int]) -> None:
         if result.rowcount != 1:  # type: ignore[attr-defined]
             available = session.scalar(select(Product.stock).where(Product.id == product_id))
             raise InsufficientStock(product_id, wanted, available or 0)
+        _emit(session, product_id)

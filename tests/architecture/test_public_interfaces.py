@@ -21,6 +21,8 @@ PUBLIC = {
         "router",
     },
     "legacy_monolith.products": {
+        "SYNC_SPEC",
+        "SYNC_TABLES",
         "InsufficientStock",
         "ProductCreate",
         "ProductSnapshot",
@@ -28,6 +30,7 @@ PUBLIC = {
         "metadata",
         "reserve_stock",
         "router",
+        "sessions_info",
         "snapshot_products",
     },
     "legacy_monolith.orders": {"metadata", "router"},

@@ -42,12 +42,8 @@ def test_the_check_sees_a_model_change_no_migration_has(empty_database: str) -> 
     command.upgrade(alembic_config(empty_database), "head")
     command.downgrade(alembic_config(empty_database), "base")
     differences = _differences(empty_database)
-    assert {d[1].name for d in differences if d[0] == "add_table"} == {  # type: ignore[index,attr-defined]
-        "users",
-        "products",
-        "orders",
-        "order_lines",
-    }
+    added = {d[1].name for d in differences if d[0] == "add_table"}  # type: ignore[index,attr-defined]
+    assert added == set(combined_metadata().tables)
 
 
 def test_downgrade_to_base_and_back_up_works(empty_database: str) -> None:

@@ -54,6 +54,7 @@ def upgrade() -> None:
         sa.CheckConstraint("stock >= 0", name=op.f("ck_products_stock_not_negative")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_products")),
         sa.UniqueConstraint("sku", name=op.f("uq_products_sku")),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "users",

@@ -1,0 +1,145 @@
+"""The internal sync API every side serves for each synced entity, under /internal/sync/{entity}.
+
+Relay, backfill and reconcile reach a side only through it: no side reads another's database.
+Every route needs `Authorization: Bearer <sync token>` (service to service), compared in
+constant time. An app opts in by setting `app.state.sync_specs` ({entity: EntitySpec}),
+`app.state.sync_tables` ({entity: SyncTables}) and `app.state.sync_token`, and including
+`sync_router`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import insert, update
+from sqlalchemy.orm import Session
+
+from strangler.db import WriteSession
+from strangler.problems import Problem
+from strangler.sync.apply import EntitySpec, apply_events, held_version
+from strangler.sync.checksums import key_bounds, range_sums, rows_in_range
+from strangler.sync.events import ChangeEvent, EventBatch, OutcomeBatch
+from strangler.sync.outbox import record_change
+from strangler.sync.tables import SyncTables
+
+__all__ = ["sync_router"]
+
+
+def _authorised(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+    expected: str | None = getattr(request.app.state, "sync_token", None)
+    if not expected:
+        raise Problem(401, "Sync is disabled here: set the sync token setting on this side.")
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
+        raise Problem(
+            401,
+            "The sync API needs 'Authorization: Bearer <sync token>'.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def _spec(request: Request, entity: str) -> EntitySpec:
+    specs: dict[str, EntitySpec] = getattr(request.app.state, "sync_specs", {})
+    if entity not in specs:
+        raise Problem(404, f"No synced entity named {entity!r} here.")
+    return specs[entity]
+
+
+class ChecksumRequest(BaseModel):
+    bounds: list[tuple[int, int]] = Field(max_length=256)
+
+
+class ReemitRequest(BaseModel):
+    keys: list[int] = Field(max_length=5000)
+    at_least: dict[int, int] = {}
+
+
+def reemit(
+    session: Session,
+    spec: EntitySpec,
+    tables: SyncTables | None,
+    keys: list[int],
+    at_least: dict[int, int],
+) -> list[ChangeEvent]:
+    """Write each key again at a new version above anything either side holds.
+
+    A row that exists is upserted with its data at version+1; a key the source does not hold
+    is deleted at a version above the other side's (`at_least`), leaving a tombstone. Both go
+    to the outbox (when this side has one) and are returned for immediate delivery.
+    """
+    events = []
+    table = spec.table
+    for key in keys:
+        held, exists = held_version(session, spec, key)
+        version = max(held, at_least.get(key, 0)) + 1
+        if exists:
+            session.execute(
+                update(table).where(table.c[spec.key] == key).values(**{spec.version: version})
+            )
+            row = session.execute(table.select().where(table.c[spec.key] == key)).mappings().one()
+            data = {c: row[c] for c in spec.data_columns}
+            event = ChangeEvent(entity=spec.name, key=key, version=version, op="upsert", data=data)
+        else:
+            stones = spec.tombstones
+            session.execute(stones.delete().where(stones.c.entity_key == key))
+            session.execute(insert(stones).values(entity_key=key, version=version))
+            event = ChangeEvent(entity=spec.name, key=key, version=version, op="delete")
+        if tables is not None:
+            record_change(session, tables, event)
+        events.append(event)
+    return events
+
+
+def sync_router() -> APIRouter:
+    router = APIRouter(
+        prefix="/internal/sync/{entity}", tags=["sync"], dependencies=[Depends(_authorised)]
+    )
+
+    @router.post("/events", response_model=OutcomeBatch)
+    def apply(
+        entity: str, batch: EventBatch, request: Request, session: WriteSession
+    ) -> OutcomeBatch:
+        """Apply a batch of change events idempotently (newer versions only)."""
+        outcomes = apply_events(session, _spec(request, entity), batch.events)
+        session.commit()
+        return OutcomeBatch(results=outcomes)
+
+    @router.get("/bounds")
+    def bounds(entity: str, request: Request, session: WriteSession) -> dict[str, int | None]:
+        return key_bounds(session, _spec(request, entity))
+
+    @router.post("/checksums")
+    def checksums(
+        entity: str, body: ChecksumRequest, request: Request, session: WriteSession
+    ) -> dict[str, Any]:
+        return {"ranges": range_sums(session, _spec(request, entity), body.bounds)}
+
+    @router.get("/rows")
+    def rows(
+        entity: str,
+        request: Request,
+        session: WriteSession,
+        lo: Annotated[int, Query()],
+        hi: Annotated[int, Query()],
+    ) -> dict[str, Any]:
+        if hi - lo > 100_000:
+            raise Problem(422, "Ask for at most 100,000 keys of rows at once.")
+        return {"rows": rows_in_range(session, _spec(request, entity), lo, hi)}
+
+    @router.post("/reemit")
+    def reemit_keys(
+        entity: str, body: ReemitRequest, request: Request, session: WriteSession
+    ) -> dict[str, Any]:
+        """Re-emit rows from this side (the source of truth) at new versions."""
+        spec = _spec(request, entity)
+        tables = getattr(request.app.state, "sync_tables", {}).get(entity)
+        events = reemit(session, spec, tables, body.keys, body.at_least)
+        session.commit()
+        return {"events": [json.loads(e.model_dump_json()) for e in events], "at": time.time()}
+
+    return router

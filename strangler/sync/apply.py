@@ -1,0 +1,109 @@
+"""The one apply path: an event changes the target only if it is newer than what it holds.
+
+"What it holds" is the row's version, or the tombstone's version if the row was deleted, so a
+late upsert cannot resurrect a deleted row, and a redelivered, duplicated or reordered event
+changes nothing (versions 1 2 3 2: the second 2 is a duplicate). Each event is applied in a
+savepoint of its own, so one that can never apply (rejected) does not undo the others; the
+caller commits the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from strangler.sync.events import ApplyOutcome, ChangeEvent
+
+__all__ = ["EntitySpec", "apply_events", "held_version"]
+
+
+@dataclass(frozen=True)
+class EntitySpec:
+    """How an entity is stored on one side: its table, key, version and data columns."""
+
+    name: str
+    table: Table
+    tombstones: Table
+    data_columns: tuple[str, ...]
+    key: str = "id"
+    version: str = "version"
+
+
+def held_version(session: Session, spec: EntitySpec, key: int) -> tuple[int, bool]:
+    """(version the target holds for `key`, whether the row exists); 0 when never seen."""
+    table = spec.table
+    row = session.execute(
+        select(table.c[spec.version]).where(table.c[spec.key] == key).with_for_update()
+    ).first()
+    if row is not None:
+        return int(row[0]), True
+    stone = session.execute(
+        select(spec.tombstones.c.version).where(spec.tombstones.c.entity_key == key)
+    ).first()
+    return (int(stone[0]) if stone is not None else 0), False
+
+
+def _apply_one(session: Session, spec: EntitySpec, event: ChangeEvent) -> ApplyOutcome:
+    if event.entity != spec.name:
+        return ApplyOutcome(
+            event_id=event.event_id,
+            outcome="rejected",
+            reason=f"entity {event.entity!r} is not {spec.name!r}",
+        )
+    held, exists = held_version(session, spec, event.key)
+    if event.version <= held:
+        return ApplyOutcome(event_id=event.event_id, outcome="duplicate")
+    table, stones = spec.table, spec.tombstones
+    if event.op == "delete":
+        if exists:
+            session.execute(delete(table).where(table.c[spec.key] == event.key))
+        session.execute(delete(stones).where(stones.c.entity_key == event.key))
+        session.execute(insert(stones).values(entity_key=event.key, version=event.version))
+        return ApplyOutcome(event_id=event.event_id, outcome="applied")
+    data = event.data or {}
+    missing = [c for c in spec.data_columns if c not in data]
+    if missing:
+        return ApplyOutcome(
+            event_id=event.event_id,
+            outcome="rejected",
+            reason=f"upsert lacks fields: {', '.join(missing)}",
+        )
+    values = {c: data[c] for c in spec.data_columns}
+    values[spec.version] = event.version
+    if exists:
+        session.execute(update(table).where(table.c[spec.key] == event.key).values(**values))
+    else:
+        session.execute(delete(stones).where(stones.c.entity_key == event.key))
+        session.execute(insert(table).values(**{spec.key: event.key}, **values))
+    return ApplyOutcome(event_id=event.event_id, outcome="applied")
+
+
+def apply_events(
+    session: Session, spec: EntitySpec, events: Sequence[ChangeEvent]
+) -> list[ApplyOutcome]:
+    """Apply `events` in order; the caller commits. Outcomes come back in the same order."""
+    outcomes = []
+    for event in events:
+        savepoint = session.begin_nested()
+        try:
+            outcome = _apply_one(session, spec, event)
+        except IntegrityError as exc:
+            savepoint.rollback()
+            reason = str(exc.orig).splitlines()[0] if exc.orig else str(exc)
+            outcomes.append(
+                ApplyOutcome(event_id=event.event_id, outcome="rejected", reason=reason[:500])
+            )
+            continue
+        except Exception:
+            savepoint.rollback()
+            raise
+        if outcome.outcome == "applied":
+            savepoint.commit()
+        else:
+            savepoint.rollback()
+        outcomes.append(outcome)
+    return outcomes

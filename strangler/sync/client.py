@@ -1,0 +1,84 @@
+"""The HTTP client of a side's internal sync API (see strangler.sync.api)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from strangler.sync.events import ApplyOutcome, ChangeEvent, OutcomeBatch
+
+__all__ = ["SyncApiError", "SyncClient"]
+
+
+class SyncApiError(Exception):
+    """The side refused or could not be reached; `retryable` says whether trying again helps."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class SyncClient:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        entity: str,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.entity = entity
+        self._http = httpx.Client(
+            base_url=f"{self.base_url}/internal/sync/{entity}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=httpx.Timeout(timeout, connect=5.0),
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise SyncApiError(f"{self.base_url} unreachable: {exc!r}", retryable=True) from exc
+        if response.status_code >= 500 or response.status_code == 429:
+            raise SyncApiError(f"{self.base_url} answered {response.status_code}", retryable=True)
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise SyncApiError(
+                f"{self.base_url} refused ({response.status_code}): {detail}", retryable=False
+            )
+        return response.json()
+
+    def apply(self, events: Sequence[ChangeEvent]) -> list[ApplyOutcome]:
+        payload = {"events": [e.model_dump(mode="json") for e in events]}
+        return OutcomeBatch.model_validate(self._call("POST", "/events", json=payload)).results
+
+    def bounds(self) -> dict[str, int | None]:
+        result: dict[str, int | None] = self._call("GET", "/bounds")
+        return result
+
+    def checksums(self, bounds: Sequence[tuple[int, int]]) -> list[dict[str, int]]:
+        result: list[dict[str, int]] = self._call(
+            "POST", "/checksums", json={"bounds": [list(b) for b in bounds]}
+        )["ranges"]
+        return result
+
+    def rows(self, lo: int, hi: int) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/rows", params={"lo": lo, "hi": hi})[
+            "rows"
+        ]
+        return result
+
+    def reemit(self, keys: Sequence[int], at_least: dict[int, int]) -> list[ChangeEvent]:
+        body = self._call("POST", "/reemit", json={"keys": list(keys), "at_least": at_least})
+        return [ChangeEvent.model_validate(e) for e in body["events"]]

@@ -1,0 +1,222 @@
+"""The relay: moves a side's outbox to the other side's apply endpoint, in order, in batches.
+
+At least once: an event is marked delivered only after the target acknowledged it, so a relay
+killed at any instant redelivers on restart and the versioned apply absorbs the duplicate. An
+event the target rejects as invalid goes to the dead-letter table with the reason, and the
+batch goes on. Only the holder of a lease delivers, so two relays started by mistake take turns
+instead of interleaving. Lag is the age of the oldest undelivered event.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, delete, func, insert, select, update
+
+from strangler.db import Sessions
+from strangler.sync.client import SyncApiError, SyncClient
+from strangler.sync.events import ChangeEvent
+from strangler.sync.tables import SyncTables
+
+__all__ = ["Relay", "RelayLag", "RelayStats"]
+
+log = logging.getLogger("strangler.relay")
+
+
+@dataclass(frozen=True)
+class RelayLag:
+    pending: int
+    oldest_age_seconds: float | None
+    dead_letters: int
+
+
+@dataclass
+class RelayStats:
+    delivered: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    failures: int = 0
+
+
+class Relay:
+    def __init__(
+        self,
+        engine: Engine,
+        tables: SyncTables,
+        entity: str,
+        target: SyncClient,
+        *,
+        batch_size: int = 500,
+        lease_seconds: float = 15.0,
+        holder: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._sessions = Sessions(engine)
+        self._tables = tables
+        self._entity = entity
+        self._target = target
+        self.batch_size = batch_size
+        self._lease_seconds = lease_seconds
+        self.holder = holder or uuid.uuid4().hex
+        self._clock = clock
+        self.stats = RelayStats()
+
+    def acquire_lease(self) -> bool:
+        """Take or renew the delivery lease; False while another relay holds a live one."""
+        lease = self._tables.relay_lease
+        now = self._clock()
+        with self._sessions.write() as session:
+            row = session.execute(
+                select(lease.c.holder, lease.c.expires_at)
+                .where(lease.c.name == "relay")
+                .with_for_update()
+            ).first()
+            if row is None:
+                session.execute(
+                    insert(lease).values(
+                        name="relay", holder=self.holder, expires_at=now + self._lease_seconds
+                    )
+                )
+            elif row.holder == self.holder or row.expires_at < now:
+                session.execute(
+                    update(lease)
+                    .where(lease.c.name == "relay")
+                    .values(holder=self.holder, expires_at=now + self._lease_seconds)
+                )
+            else:
+                return False
+            session.commit()
+            return True
+
+    def release_lease(self) -> None:
+        lease = self._tables.relay_lease
+        with self._sessions.write() as session:
+            session.execute(
+                delete(lease).where(lease.c.name == "relay", lease.c.holder == self.holder)
+            )
+            session.commit()
+
+    def deliver_once(self) -> int:
+        """Deliver one batch; return how many events it settled (0: nothing pending)."""
+        outbox = self._tables.outbox
+        with self._sessions.read() as session:
+            rows = (
+                session.execute(
+                    select(outbox)
+                    .where(outbox.c.delivered_at.is_(None))
+                    .order_by(outbox.c.id)
+                    .limit(self.batch_size)
+                )
+                .mappings()
+                .all()
+            )
+        if not rows:
+            return 0
+        events = [
+            ChangeEvent(
+                event_id=uuid.UUID(r["event_id"]),
+                entity=self._entity,
+                key=r["entity_key"],
+                version=r["version"],
+                op=r["op"],
+                data=json.loads(r["data"]) if r["data"] is not None else None,
+            )
+            for r in rows
+        ]
+        outcomes = self._target.apply(events)
+        by_id = {str(o.event_id): o for o in outcomes}
+        now = self._clock()
+        with self._sessions.write() as session:
+            for row in rows:
+                outcome = by_id.get(row["event_id"])
+                if outcome is None:
+                    continue  # not acknowledged: it stays pending and is sent again
+                if outcome.outcome == "rejected":
+                    session.execute(
+                        insert(self._tables.dead_letters).values(
+                            event_id=row["event_id"],
+                            entity_key=row["entity_key"],
+                            version=row["version"],
+                            op=row["op"],
+                            data=row["data"],
+                            reason=outcome.reason or "rejected",
+                            failed_at=now,
+                        )
+                    )
+                    self.stats.dead_lettered += 1
+                self.stats.delivered += 1
+            settled = [r["id"] for r in rows if r["event_id"] in by_id]
+            session.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(settled), outbox.c.delivered_at.is_(None))
+                .values(delivered_at=now)
+            )
+            session.commit()
+        self.stats.batches += 1
+        return len(settled)
+
+    def lag(self) -> RelayLag:
+        outbox = self._tables.outbox
+        with self._sessions.read() as session:
+            pending, oldest = session.execute(
+                select(func.count(), func.min(outbox.c.created_at)).where(
+                    outbox.c.delivered_at.is_(None)
+                )
+            ).one()
+            dead = session.scalar(select(func.count()).select_from(self._tables.dead_letters))
+        age = (self._clock() - oldest) if oldest is not None else None
+        return RelayLag(pending=pending, oldest_age_seconds=age, dead_letters=dead or 0)
+
+    def prune(self, older_than_seconds: float) -> int:
+        """Delete delivered events older than the retention; return how many went."""
+        outbox = self._tables.outbox
+        with self._sessions.write() as session:
+            result = session.execute(
+                delete(outbox).where(
+                    outbox.c.delivered_at.is_not(None),
+                    outbox.c.delivered_at < self._clock() - older_than_seconds,
+                )
+            )
+            session.commit()
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        idle_seconds: float = 0.2,
+        max_backoff_seconds: float = 30.0,
+        retention_seconds: float = 3600.0,
+        until_drained: bool = False,
+    ) -> None:
+        """Deliver until `stop` is set (or, with until_drained, until nothing is pending)."""
+        backoff = 0.5
+        last_prune = 0.0
+        while not stop.is_set():
+            try:
+                if not self.acquire_lease():
+                    stop.wait(self._lease_seconds / 3)
+                    continue
+                settled = self.deliver_once()
+                backoff = 0.5
+                if self._clock() - last_prune > 60:
+                    self.prune(retention_seconds)
+                    last_prune = self._clock()
+                if settled == 0:
+                    if until_drained:
+                        return
+                    stop.wait(idle_seconds)
+                # a full batch means more is waiting: go again at once
+            except SyncApiError as exc:
+                self.stats.failures += 1
+                pause = random.uniform(backoff / 2, backoff)  # jitter
+                log.warning("delivery failed (%s); retrying in %.1f s", exc, pause)
+                stop.wait(pause)
+                backoff = min(backoff * 2, max_backoff_seconds)
