@@ -26,6 +26,7 @@ class Monolith:
     backend: str
     database_url: str
     app: RunningApp
+    workdir: Path
 
     @property
     def base_url(self) -> str:
@@ -42,7 +43,7 @@ def monolith(
         env = monolith_env(url, workdir)
         run_monolith_command(env, "migrate")
         with serve_monolith(env, workdir) as app:
-            yield Monolith(backend, url, app)
+            yield Monolith(backend, url, app, workdir)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -186,7 +186,12 @@ def delete_product(session: Session, product_id: int) -> None:
     if product is None:
         raise ProductNotFound(product_id)
     session.delete(product)
-    _emit(session, product_id, deleted_version=product.version + 1)
+    # The delete is a write too: its version, kept in a tombstone, outranks any late event.
+    deleted_version = product.version + 1
+    stones = SYNC_TABLES.tombstones
+    session.execute(delete(stones).where(stones.c.entity_key == product_id))
+    session.execute(insert(stones).values(entity_key=product_id, version=deleted_version))
+    _emit(session, product_id, deleted_version=deleted_version)
     session.commit()
 
 

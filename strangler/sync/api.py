@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from strangler.db import WriteSession
 from strangler.problems import Problem
-from strangler.sync.apply import EntitySpec, apply_events, held_version
+from strangler.sync.apply import EntitySpec, advance_key_sequence, apply_events, held_version
 from strangler.sync.checksums import key_bounds, range_sums, rows_in_range
 from strangler.sync.events import ChangeEvent, EventBatch, OutcomeBatch
 from strangler.sync.outbox import record_change
@@ -105,7 +105,10 @@ def sync_router() -> APIRouter:
         entity: str, batch: EventBatch, request: Request, session: WriteSession
     ) -> OutcomeBatch:
         """Apply a batch of change events idempotently (newer versions only)."""
-        outcomes = apply_events(session, _spec(request, entity), batch.events)
+        spec = _spec(request, entity)
+        outcomes = apply_events(session, spec, batch.events)
+        if any(o.outcome == "applied" for o in outcomes):
+            advance_key_sequence(session, spec)
         session.commit()
         return OutcomeBatch(results=outcomes)
 

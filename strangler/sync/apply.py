@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import Table, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from strangler.sync.events import ApplyOutcome, ChangeEvent
 
-__all__ = ["EntitySpec", "apply_events", "held_version"]
+__all__ = ["EntitySpec", "advance_key_sequence", "apply_events", "held_version"]
 
 
 @dataclass(frozen=True)
@@ -107,3 +107,38 @@ def apply_events(
             savepoint.rollback()
         outcomes.append(outcome)
     return outcomes
+
+
+def advance_key_sequence(session: Session, spec: EntitySpec) -> None:
+    """Make the target's own key generator start above every key it has seen.
+
+    Applied events insert rows with the source's keys; without this, the target's first own
+    insert (after writes cut over) would reuse a key: PostgreSQL sequences do not move on
+    explicit inserts, and a tombstoned key was never inserted at all.
+    """
+    table, stones = spec.table, spec.tombstones
+    highest = max(
+        session.scalar(select(func.coalesce(func.max(table.c[spec.key]), 0))) or 0,
+        session.scalar(select(func.coalesce(func.max(stones.c.entity_key), 0))) or 0,
+    )
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        sequence = session.scalar(
+            text("SELECT pg_get_serial_sequence(:t, :c)"), {"t": table.name, "c": spec.key}
+        )
+        if sequence:
+            current = f"(SELECT last_value FROM {sequence})"
+            session.execute(
+                text(f"SELECT setval('{sequence}', GREATEST(:m, {current}))"),
+                {"m": max(highest, 1)},
+            )
+    elif dialect == "sqlite":
+        updated = session.execute(
+            text("UPDATE sqlite_sequence SET seq = MAX(seq, :m) WHERE name = :t"),
+            {"m": highest, "t": table.name},
+        )
+        if updated.rowcount == 0 and highest > 0:  # type: ignore[attr-defined]
+            session.execute(
+                text("INSERT INTO sqlite_sequence (name, seq) VALUES (:t, :m)"),
+                {"m": highest, "t": table.name},
+            )

@@ -33,11 +33,37 @@ class RunningApp:
 
 
 def monolith_env(database_url: str, workdir: Path) -> dict[str, str]:
+    """Environment of a monolith process whose every file lives in `workdir`."""
     return {
         **os.environ,
         "MONOLITH_DATABASE_URL": database_url,
         "MONOLITH_JWT_PRIVATE_KEY_FILE": str(workdir / "jwt-private.pem"),
+        "MONOLITH_JWT_PUBLIC_KEY_FILE": str(workdir / "jwt-public.pem"),
+        "MONOLITH_ROUTING_FILE": str(workdir / "routing.toml"),
     }
+
+
+def service_env(database_url: str, workdir: Path, public_key: Path) -> dict[str, str]:
+    """Environment of a products service process trusting the monolith's `public_key`."""
+    return {
+        **os.environ,
+        "PRODUCTS_SERVICE_DATABASE_URL": database_url,
+        "PRODUCTS_SERVICE_JWT_PUBLIC_KEY_FILE": str(public_key),
+        "PRODUCTS_SERVICE_ROUTING_FILE": str(workdir / "routing.toml"),
+    }
+
+
+def run_service_command(env: Mapping[str, str], *args: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "extracted.products_service", *args],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"products_service {' '.join(args)} failed:\n{result.stderr}")
 
 
 def run_monolith_command(env: Mapping[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -114,6 +140,18 @@ def serve_monolith(env: Mapping[str, str], workdir: Path) -> Iterator[RunningApp
     """Start `python -m legacy_monolith serve` on a free port and wait until it answers."""
     with serve_process(
         ["-m", "legacy_monolith", "serve", "--port", "{port}"], env, workdir, name="monolith"
+    ) as app:
+        yield app
+
+
+@contextmanager
+def serve_products_service(env: Mapping[str, str], workdir: Path) -> Iterator[RunningApp]:
+    """Start `python -m extracted.products_service serve` on a free port."""
+    with serve_process(
+        ["-m", "extracted.products_service", "serve", "--port", "{port}"],
+        env,
+        workdir,
+        name="products-service",
     ) as app:
         yield app
 

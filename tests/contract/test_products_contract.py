@@ -1,7 +1,6 @@
-"""The products API of the monolith, through a real server process, on each database.
-
-The extracted products service must pass the same behaviour (step 3 turns this into a
-contract suite run against both).
+"""The products API contract: the same tests against the monolith and the extracted service,
+through real server processes, on each database. Tokens come from the monolith's users
+capability; the service verifies them with the public key alone.
 """
 
 from __future__ import annotations

@@ -1,0 +1,69 @@
+"""Composition root of the products service."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from sqlalchemy import text
+
+from extracted.products_service import api, service
+from extracted.products_service.models import SYNC_SPEC, SYNC_TABLES
+from extracted.products_service.settings import ProductsServiceSettings
+from strangler.db import Sessions, create_db_engine
+from strangler.phases import PhaseFile
+from strangler.problems import install_problem_handlers, problem_response
+from strangler.sync.api import sync_router
+from strangler.tokens import TokenPolicy, TokenVerifier
+
+
+def create_app(settings: ProductsServiceSettings | None = None) -> FastAPI:
+    """Build the service; it refuses to start without the token public key (say where)."""
+    settings = settings or ProductsServiceSettings()
+    try:
+        public_pem = settings.jwt_public_key_file.read_bytes()
+    except OSError as exc:
+        raise RuntimeError(
+            f"cannot read the token public key {settings.jwt_public_key_file}: {exc.strerror}. "
+            "Start the monolith once (it publishes it) or set PRODUCTS_SERVICE_JWT_PUBLIC_KEY_FILE."
+        ) from exc
+    engine = create_db_engine(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(title="Products service", version="1.0.0", lifespan=lifespan)
+    phase_file = PhaseFile(settings.routing_file, "products")
+    app.state.sessions = Sessions(engine, info=service.sessions_info(phase_file))
+    app.state.token_verifier = TokenVerifier(
+        public_pem, TokenPolicy(issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+    )
+    app.state.sync_specs = {"products": SYNC_SPEC}
+    app.state.sync_tables = {"products": SYNC_TABLES}
+    app.state.sync_token = settings.sync_token.get_secret_value() if settings.sync_token else None
+    install_problem_handlers(app)
+    app.include_router(api.router)
+    app.include_router(sync_router())
+
+    @app.get("/health", tags=["operations"])
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["operations"], response_model=None)
+    def ready(request: Request) -> object:
+        sessions: Sessions = request.app.state.sessions
+        try:
+            with sessions.read() as session:
+                session.execute(text("SELECT 1"))
+        except Exception as exc:  # any failure means not ready, and says why
+            return problem_response(
+                503,
+                f"The database is not reachable: {type(exc).__name__}.",
+                headers={"Retry-After": "1"},
+            )
+        return {"status": "ready"}
+
+    return app

@@ -1,0 +1,65 @@
+"""Request and response bodies of the products API."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from strangler.money import Price
+
+Sku = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^\S+$")
+]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Description = Annotated[str, StringConstraints(max_length=5000)]
+Stock = Annotated[int, Field(ge=0, le=1_000_000_000, strict=True)]
+
+
+class ProductCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sku: Sku
+    name: Name
+    description: Description = ""
+    price: Price
+    stock: Stock = 0
+
+
+class ProductPatch(BaseModel):
+    """A partial update: only the fields present change; null is not a value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sku: Sku | None = None
+    name: Name | None = None
+    description: Description | None = None
+    price: Price | None = None
+    stock: Stock | None = None
+
+    @model_validator(mode="after")
+    def _present_fields_are_not_null(self) -> ProductPatch:
+        if not self.model_fields_set:
+            raise ValueError("give at least one of sku, name, description, price, stock")
+        nulls = sorted(f for f in self.model_fields_set if getattr(self, f) is None)
+        if nulls:
+            raise ValueError(f"{', '.join(nulls)} cannot be null")
+        return self
+
+    def changes(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+class ProductOut(BaseModel):
+    id: int
+    sku: str
+    name: str
+    description: str
+    price: Annotated[str, Field(examples=["12.50"])]
+    stock: int
+    version: int
+
+
+class ProductPage(BaseModel):
+    items: list[ProductOut]
+    next_cursor: str | None

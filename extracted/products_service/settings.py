@@ -1,0 +1,24 @@
+"""Settings of the products service, read from `PRODUCTS_SERVICE_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ProductsServiceSettings(BaseSettings):
+    """Its own database (a SQLite file by default), the token public key the monolith
+    publishes, where to read the migration phase, and the service-to-service sync token."""
+
+    model_config = SettingsConfigDict(env_prefix="PRODUCTS_SERVICE_", extra="ignore")
+
+    database_url: str = "sqlite:///var/products_service.db"
+    jwt_public_key_file: Path = Path("var/jwt-public.pem")
+    jwt_issuer: str = "strangler-monolith"
+    jwt_audience: str = "strangler-shop"
+    routing_file: Path | None = Path("routing.toml")
+    sync_token: SecretStr | None = None
+    host: str = "127.0.0.1"
+    port: int = 8002
