@@ -6,36 +6,13 @@ The token is `STRANGLER_ADMIN_TOKEN` (or the proxy's own `PROXY_ADMIN_TOKEN`), e
 
 from __future__ import annotations
 
-import os
-import secrets
-from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["AdminApiError", "AdminClient", "CliSettings", "admin_token_for_up"]
+from strangler.settings import CliSettings, read_or_create_secret
 
-
-class CliSettings(BaseSettings):
-    """Settings of the `strangler` CLI, from `STRANGLER_*` environment variables."""
-
-    model_config = SettingsConfigDict(env_prefix="STRANGLER_", extra="ignore")
-
-    proxy_url: str = "http://127.0.0.1:8000"
-    admin_token: SecretStr | None = None
-    admin_token_file: Path = Path("var/admin-token")
-
-    def token(self) -> str | None:
-        if self.admin_token is not None:
-            return self.admin_token.get_secret_value()
-        if os.environ.get("PROXY_ADMIN_TOKEN"):
-            return os.environ["PROXY_ADMIN_TOKEN"]
-        try:
-            return self.admin_token_file.read_text().strip() or None
-        except FileNotFoundError:
-            return None
+__all__ = ["AdminApiError", "AdminClient", "admin_token_for_up"]
 
 
 def admin_token_for_up(settings: CliSettings | None = None) -> tuple[str, str]:
@@ -43,15 +20,7 @@ def admin_token_for_up(settings: CliSettings | None = None) -> tuple[str, str]:
     settings = settings or CliSettings()
     if settings.admin_token is not None:
         return settings.admin_token.get_secret_value(), "STRANGLER_ADMIN_TOKEN"
-    if os.environ.get("PROXY_ADMIN_TOKEN"):
-        return os.environ["PROXY_ADMIN_TOKEN"], "PROXY_ADMIN_TOKEN"
-    path = settings.admin_token_file
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(32))
-    return path.read_text().strip(), str(path)
+    return read_or_create_secret(settings.admin_token_file), str(settings.admin_token_file)
 
 
 class AdminApiError(Exception):
@@ -66,7 +35,7 @@ class AdminClient:
     def __init__(
         self, settings: CliSettings, *, transport: httpx.BaseTransport | None = None
     ) -> None:
-        token = settings.token()
+        token = settings.admin_token_value()
         if token is None:
             raise AdminApiError(
                 "no admin token",

@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from strangler.admin_client import AdminApiError, AdminClient, CliSettings, admin_token_for_up
+from strangler import sync_cli
+from strangler.admin_client import AdminApiError, AdminClient, admin_token_for_up
+from strangler.console import console, fail
 from strangler.coupling import OwnershipConfigError, find_couplings, load_table_ownership
+from strangler.settings import CliSettings
 from strangler.supervisor import ChildDied, ChildSpec, Supervisor
 
 app = typer.Typer(
@@ -25,13 +27,6 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Move a monolith to services one capability at a time.",
 )
-console = Console()
-errors = Console(stderr=True)
-
-
-def _fail(message: str, hint: str) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {escape(message)}\n[yellow]what to do:[/] {escape(hint)}")
-    return typer.Exit(code=2)
 
 
 def _monolith(*args: str) -> list[str]:
@@ -42,7 +37,7 @@ def _run_step(what: str, command: list[str]) -> None:
     console.print(f"[cyan]→[/] {what}")
     result = subprocess.run(command, check=False)
     if result.returncode != 0:
-        raise _fail(
+        raise fail(
             f"{what} failed (exit {result.returncode}).",
             "read the output above; check MONOLITH_DATABASE_URL if the database is unreachable.",
         )
@@ -100,13 +95,13 @@ def up(
         console.print("[cyan]stopping[/]")
     except ChildDied as exc:
         supervisor.stop_all()
-        raise _fail(
+        raise fail(
             f"{exc.name} exited with code {exc.code}; everything was stopped.",
             f"read the lines prefixed '{exc.name}' above.",
         ) from exc
     except TimeoutError as exc:
         supervisor.stop_all()
-        raise _fail(str(exc), "read the logs above; is a port already in use?") from exc
+        raise fail(str(exc), "read the logs above; is a port already in use?") from exc
     supervisor.stop_all()
 
 
@@ -119,7 +114,7 @@ def coupling(
     try:
         ownership = load_table_ownership(config)
     except OwnershipConfigError as exc:
-        raise _fail(str(exc), f"fix {config} and run again.") from exc
+        raise fail(str(exc), f"fix {config} and run again.") from exc
     found = find_couplings(root, ownership)
     if not found:
         owned = sum(len(t) for t in ownership.tables_by_capability.values())
@@ -143,7 +138,7 @@ def _admin() -> AdminClient:
     try:
         return AdminClient(CliSettings())
     except AdminApiError as exc:
-        raise _fail(str(exc), exc.hint) from exc
+        raise fail(str(exc), exc.hint) from exc
 
 
 @proxy_app.command("status")
@@ -152,7 +147,7 @@ def proxy_status() -> None:
     try:
         status = _admin().status()
     except AdminApiError as exc:
-        raise _fail(str(exc), exc.hint) from exc
+        raise fail(str(exc), exc.hint) from exc
     table = Table("capability", "phase", "reads", "writes", "canary %", "shadow", "mismatch rate")
     for name, cap in status["capabilities"].items():
         shadow = cap.get("shadow") or {}
@@ -196,9 +191,12 @@ def proxy_set(
     try:
         result = _admin().change(capability, changes)
     except AdminApiError as exc:
-        raise _fail(str(exc), exc.hint) from exc
+        raise fail(str(exc), exc.hint) from exc
     for key, new in result["new"].items():
         console.print(f"{capability}.{key}: {result['old'].get(key)} -> [bold]{new}[/]")
+
+
+sync_cli.register(app)
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from strangler.db import WriteSession
 from strangler.problems import Problem
 from strangler.sync.apply import EntitySpec, advance_key_sequence, apply_events, held_version
-from strangler.sync.checksums import key_bounds, range_sums, rows_in_range
+from strangler.sync.checksums import key_bounds, range_sums, rows_after, rows_in_range
 from strangler.sync.events import ChangeEvent, EventBatch, OutcomeBatch
 from strangler.sync.outbox import record_change
 from strangler.sync.tables import SyncTables
@@ -133,6 +133,18 @@ def sync_router() -> APIRouter:
         if hi - lo > 100_000:
             raise Problem(422, "Ask for at most 100,000 keys of rows at once.")
         return {"rows": rows_in_range(session, _spec(request, entity), lo, hi)}
+
+    @router.get("/page")
+    def page(
+        entity: str,
+        request: Request,
+        session: WriteSession,
+        after: Annotated[int, Query()] = 0,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    ) -> dict[str, Any]:
+        """The next `limit` rows in key order after key `after` (for backfill)."""
+        spec = _spec(request, entity)
+        return {"rows": rows_after(session, spec, after, limit)}
 
     @router.post("/reemit")
     def reemit_keys(

@@ -85,18 +85,34 @@ def _apply_one(session: Session, spec: EntitySpec, event: ChangeEvent) -> ApplyO
 def apply_events(
     session: Session, spec: EntitySpec, events: Sequence[ChangeEvent]
 ) -> list[ApplyOutcome]:
-    """Apply `events` in order; the caller commits. Outcomes come back in the same order."""
-    outcomes = []
-    for event in events:
+    """Apply `events`; the caller commits. Outcomes come back in the order of `events`.
+
+    Events are applied in key order (stable, so one key's events keep their order): two
+    appliers locking rows at once (relay and backfill) then always lock in the same order and
+    cannot deadlock each other.
+    """
+    order = sorted(range(len(events)), key=lambda i: events[i].key)
+    outcomes: list[ApplyOutcome | None] = [None] * len(events)
+    for i in order:
+        outcomes[i] = _apply_in_savepoint(session, spec, events[i])
+    return [o for o in outcomes if o is not None]
+
+
+def _apply_in_savepoint(session: Session, spec: EntitySpec, event: ChangeEvent) -> ApplyOutcome:
+    """One event in its own savepoint. A constraint failure is tried once more: a concurrent
+    applier (backfill and relay at once) may have inserted the same key in between, and the
+    second look then sees its version; one that fails twice is rejected with the reason."""
+    for attempt in (1, 2):
         savepoint = session.begin_nested()
         try:
             outcome = _apply_one(session, spec, event)
         except IntegrityError as exc:
             savepoint.rollback()
-            reason = str(exc.orig).splitlines()[0] if exc.orig else str(exc)
-            outcomes.append(
-                ApplyOutcome(event_id=event.event_id, outcome="rejected", reason=reason[:500])
-            )
+            if attempt == 2:
+                reason = str(exc.orig).splitlines()[0] if exc.orig else str(exc)
+                return ApplyOutcome(
+                    event_id=event.event_id, outcome="rejected", reason=reason[:500]
+                )
             continue
         except Exception:
             savepoint.rollback()
@@ -105,8 +121,8 @@ def apply_events(
             savepoint.commit()
         else:
             savepoint.rollback()
-        outcomes.append(outcome)
-    return outcomes
+        return outcome
+    raise AssertionError("unreachable")
 
 
 def advance_key_sequence(session: Session, spec: EntitySpec) -> None:

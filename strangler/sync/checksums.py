@@ -18,7 +18,15 @@ from sqlalchemy.orm import Session
 
 from strangler.sync.apply import EntitySpec
 
-__all__ = ["RangeSum", "key_bounds", "range_sums", "row_hash", "rows_in_range", "split_range"]
+__all__ = [
+    "RangeSum",
+    "key_bounds",
+    "range_sums",
+    "row_hash",
+    "rows_after",
+    "rows_in_range",
+    "split_range",
+]
 
 _MASK = (1 << 64) - 1
 RangeSum = dict[str, int]
@@ -63,6 +71,19 @@ def rows_in_range(session: Session, spec: EntitySpec, lo: int, hi: int) -> list[
             {"key": row[0], "version": row[1], "data": data, "hash": row_hash(row[0], row[1], data)}
         )
     return rows
+
+
+def rows_after(session: Session, spec: EntitySpec, after: int, limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` rows with key > after, in key order: key, version and data."""
+    table = spec.table
+    columns = [table.c[spec.key], table.c[spec.version], *(table.c[c] for c in spec.data_columns)]
+    result = session.execute(
+        select(*columns).where(table.c[spec.key] > after).order_by(table.c[spec.key]).limit(limit)
+    )
+    return [
+        {"key": r[0], "version": r[1], "data": dict(zip(spec.data_columns, r[2:], strict=True))}
+        for r in result
+    ]
 
 
 def key_bounds(session: Session, spec: EntitySpec) -> dict[str, int | None]:

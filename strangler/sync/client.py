@@ -79,6 +79,12 @@ class SyncClient:
         ]
         return result
 
+    def page(self, after: int, limit: int) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call(
+            "GET", "/page", params={"after": after, "limit": limit}
+        )["rows"]
+        return result
+
     def reemit(self, keys: Sequence[int], at_least: dict[int, int]) -> list[ChangeEvent]:
         body = self._call("POST", "/reemit", json={"keys": list(keys), "at_least": at_least})
         return [ChangeEvent.model_validate(e) for e in body["events"]]

@@ -1,0 +1,229 @@
+"""`strangler relay | backfill | reconcile`: the sync operations, as CLI commands.
+
+Which side is the source follows the phase in routing.toml (monolith -> service until writes
+cut over, service -> monolith after), unless --direction says otherwise. Every command reaches
+the other side only through its sync API; only the relay reads a database, its own side's
+outbox.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from sqlalchemy import MetaData
+
+from strangler.console import console, fail
+from strangler.db import create_db_engine
+from strangler.phases import PhaseFile, SyncDirection
+from strangler.settings import CliSettings
+from strangler.sync.backfill import Backfill
+from strangler.sync.client import SyncApiError, SyncClient
+from strangler.sync.reconcile import reconcile as run_reconcile
+from strangler.sync.reconcile import repair
+from strangler.sync.relay import Relay
+from strangler.sync.tables import sync_tables
+
+__all__ = ["register"]
+
+
+class Direction(StrEnum):
+    AUTO = "auto"
+    FORWARD = "forward"
+    REVERSE = "reverse"
+
+
+def _direction(settings: CliSettings, entity: str, wanted: Direction) -> SyncDirection:
+    if wanted is Direction.FORWARD:
+        return SyncDirection.FORWARD
+    if wanted is Direction.REVERSE:
+        return SyncDirection.REVERSE
+    following = PhaseFile(settings.routing_file, entity).sync()
+    return following or SyncDirection.FORWARD
+
+
+def _sides(
+    settings: CliSettings, entity: str, direction: SyncDirection
+) -> tuple[SyncClient, SyncClient]:
+    token = settings.sync_token_value()
+    if token is None:
+        raise fail(
+            "no sync token",
+            f"set STRANGLER_SYNC_TOKEN (the same value the apps get), or run where "
+            f"`strangler up` wrote {settings.sync_token_file}",
+        )
+    monolith = SyncClient(settings.monolith_url, token, entity)
+    service = SyncClient(settings.service_url, token, entity)
+    return (monolith, service) if direction is SyncDirection.FORWARD else (service, monolith)
+
+
+Entity = Annotated[str, typer.Argument(help="The synced entity, e.g. products")]
+DirectionOption = Annotated[Direction, typer.Option(help="auto follows the phase in routing.toml")]
+
+
+def relay(
+    entity: Entity,
+    direction: DirectionOption = Direction.AUTO,
+    batch_size: Annotated[int, typer.Option(min=1, max=5000)] = 500,
+    until_drained: Annotated[bool, typer.Option(help="Stop once nothing is pending")] = False,
+) -> None:
+    """Deliver the outbox of the source side to the other side until Ctrl-C."""
+    settings = CliSettings()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    current: SyncDirection | None = None
+    worker: Relay | None = None
+    last_report = 0.0
+    try:
+        while not stop.is_set():
+            wanted = _direction(settings, entity, direction)
+            if wanted is not current:
+                current = wanted
+                source_db = (
+                    settings.monolith_database_url
+                    if wanted is SyncDirection.FORWARD
+                    else settings.service_database_url
+                )
+                _, target = _sides(settings, entity, wanted)
+                worker = Relay(
+                    create_db_engine(source_db),
+                    sync_tables(MetaData(), entity),
+                    entity,
+                    target,
+                    batch_size=batch_size,
+                )
+                console.print(f"[cyan]relay[/] {entity}: {wanted.value} -> {target.base_url}")
+            assert worker is not None
+            round_stop = threading.Event()
+            timer = threading.Timer(1.0, round_stop.set)
+            timer.start()
+            try:
+                worker.run(round_stop, until_drained=until_drained)
+            finally:
+                timer.cancel()
+            if time.monotonic() - last_report > 5 or until_drained:
+                lag = worker.lag()
+                age = f"{lag.oldest_age_seconds:.2f} s" if lag.oldest_age_seconds else "none"
+                console.print(
+                    f"delivered {worker.stats.delivered}, pending {lag.pending}, "
+                    f"oldest undelivered {age}, dead letters {lag.dead_letters}"
+                )
+                last_report = time.monotonic()
+            if until_drained and worker.lag().pending == 0:
+                return
+    except KeyboardInterrupt:
+        console.print("[cyan]relay stopped[/]")
+
+
+def backfill(
+    entity: Entity,
+    chunk_size: Annotated[int, typer.Option(min=1, max=10_000)] = 1000,
+    dry_run: Annotated[bool, typer.Option(help="Read and count, apply nothing")] = False,
+    restart: Annotated[bool, typer.Option(help="Forget the checkpoint, start over")] = False,
+    direction: DirectionOption = Direction.AUTO,
+) -> None:
+    """Copy every row of the source side to the other side through its apply path."""
+    settings = CliSettings()
+    source, target = _sides(settings, entity, _direction(settings, entity, direction))
+    checkpoint = settings.state_dir / f"backfill-{entity}.json"
+    if restart:
+        checkpoint.unlink(missing_ok=True)
+    job = Backfill(source, target, checkpoint, chunk_size=chunk_size, dry_run=dry_run)
+    try:
+        total = job.total_rows()
+        columns = [
+            TextColumn(f"backfill {entity}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]} rows/s"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        ]
+        started = time.monotonic()
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("rows", total=total, rate="-")
+
+            def advance(rows: int) -> None:
+                done = progress.tasks[0].completed + rows
+                rate = done / max(time.monotonic() - started, 1e-6)
+                progress.update(task, advance=rows, rate=f"{rate:,.0f}")
+
+            report = job.run(advance)
+    except (SyncApiError, ValueError) as exc:
+        raise fail(
+            str(exc), "fix the cause and run again: the backfill resumes where it stopped"
+        ) from exc
+    rate = report.rows / report.seconds if report.seconds else 0.0
+    resumed = (
+        f" (resumed after key {report.resumed_from})" if report.resumed_from is not None else ""
+    )
+    mode = "dry run: " if dry_run else ""
+    console.print(
+        f"{mode}{report.rows} rows{resumed}: {report.applied} applied, {report.duplicates} already "
+        f"current, {report.rejected} rejected; {rate:,.0f} rows/s"
+    )
+    if report.rejected:
+        raise typer.Exit(code=1)
+
+
+def reconcile(
+    entity: Entity,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+    do_repair: Annotated[bool, typer.Option("--repair", help="Re-emit differing rows")] = False,
+    direction: DirectionOption = Direction.AUTO,
+) -> None:
+    """Compare both sides by range checksums; exit 0 when they agree, 1 when they do not."""
+    settings = CliSettings()
+    source, target = _sides(settings, entity, _direction(settings, entity, direction))
+    try:
+        report = run_reconcile(source, target)
+        repaired = None
+        if do_repair and report.differences:
+            repaired = repair(source, target, report.differences)
+            after = run_reconcile(source, target)
+    except SyncApiError as exc:
+        raise fail(str(exc), "check that both sides run and share the sync token") from exc
+    if as_json:
+        body = report.as_json()
+        if repaired is not None:
+            body["repaired"] = repaired
+            body["agree_after_repair"] = after.agree
+        print(json.dumps(body, indent=2))
+    else:
+        console.print(
+            f"source {report.source}: {report.rows_source} rows; target {report.target}: "
+            f"{report.rows_target} rows; {report.ranges_checked} ranges checked"
+        )
+        if report.differences:
+            table = Table("key", "difference", "source version", "target version")
+            for d in report.differences[:200]:
+                table.add_row(str(d.key), d.kind, str(d.source_version), str(d.target_version))
+            console.print(table)
+            more = len(report.differences) - 200
+            if more > 0:
+                console.print(f"... and {more} more (use --json for all)")
+        console.print(f"{len(report.differences)} difference(s)")
+        if repaired is not None:
+            console.print(f"repaired {repaired}; now {len(after.differences)} difference(s)")
+    if after.differences if repaired is not None else report.differences:
+        raise typer.Exit(code=1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(relay)
+    app.command()(backfill)
+    app.command()(reconcile)
