@@ -1,0 +1,174 @@
+"""The relay and the outbox under faults: kills, bad events, two relays, crashed backfills."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import threading
+import time
+import uuid
+
+from sqlalchemy import MetaData, insert, select
+
+from strangler.db import create_db_engine
+from strangler.sync.tables import sync_tables
+from tests.support.factories import new_account, new_product
+from tests.support.processes import monolith_env, run_monolith_command
+from tests.sync.conftest import SyncSystem
+
+
+def _hammer(system: SyncSystem, writes: int, threads: int = 4) -> list[int]:
+    """`writes` product writes through the monolith from several threads; returns 5xx codes."""
+    failures: list[int] = []
+    per_thread = writes // threads
+
+    def work() -> None:
+        rng = random.Random()
+        with system.monolith_client() as client:
+            account = new_account(client)
+            mine = [new_product(client, account, stock=10_000)["id"] for _ in range(5)]
+            for _ in range(per_thread - 5):
+                pid = rng.choice(mine)
+                if rng.random() < 0.5:
+                    r = client.patch(
+                        f"/products/{pid}",
+                        headers=account.headers,
+                        json={"stock": rng.randint(100, 10_000)},
+                    )
+                else:
+                    r = client.post(
+                        "/orders",
+                        headers=account.headers,
+                        json={"items": [{"product_id": pid, "quantity": 1}]},
+                    )
+                if r.status_code >= 500:
+                    failures.append(r.status_code)
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return failures
+
+
+def test_a_relay_killed_at_random_moments_loses_nothing(system: SyncSystem) -> None:
+    system.set_phase("dual_write")
+    done = threading.Event()
+    result: list[list[int]] = []
+    writer = threading.Thread(target=lambda: (result.append(_hammer(system, 2000)), done.set()))
+    writer.start()
+    kills = 0
+    rng = random.Random()
+    while not done.is_set():
+        relay = system.cli_process("relay", "products", log="relay.log")
+        time.sleep(rng.uniform(0.3, 1.2))
+        relay.send_signal(signal.SIGKILL)
+        relay.wait()
+        kills += 1
+    writer.join()
+    assert result == [[]]
+    assert kills >= 3
+    drained = system.cli("relay", "products", "--until-drained")
+    assert drained.returncode == 0, drained.stdout + drained.stderr
+    report = system.reconcile()
+    assert report["agree"], report["differences"][:5]
+    assert report["rows_target"] == report["rows_source"] == 20
+
+
+def test_two_relays_started_by_mistake_corrupt_nothing(system: SyncSystem) -> None:
+    system.set_phase("dual_write")
+    relays = [system.cli_process("relay", "products", log=f"relay-{n}.log") for n in range(2)]
+    try:
+        assert _hammer(system, 600) == []
+    finally:
+        for relay in relays:
+            relay.terminate()
+            relay.wait(timeout=30)
+    assert system.cli("relay", "products", "--until-drained").returncode == 0
+    assert system.reconcile()["agree"]
+
+
+def test_a_dead_lettered_event_does_not_stop_the_rest(system: SyncSystem) -> None:
+    system.set_phase("dual_write")
+    with system.monolith_client() as client:
+        account = new_account(client)
+        before = new_product(client, account)
+        tables = sync_tables(MetaData(), "products")
+        engine = create_db_engine(system.monolith_db)
+        with engine.begin() as connection:
+            connection.execute(
+                insert(tables.outbox).values(
+                    event_id=str(uuid.uuid4()),
+                    entity_key=999_999,
+                    version=1,
+                    op="upsert",
+                    data=json.dumps({"name": "no sku, no price"}),
+                    created_at=time.time(),
+                )
+            )
+        after = new_product(client, account)
+    drained = system.cli("relay", "products", "--until-drained")
+    assert drained.returncode == 0, drained.stderr
+    assert "dead letters 1" in drained.stdout
+    with engine.connect() as connection:
+        [dead] = connection.execute(select(tables.dead_letters)).mappings().all()
+        pending = connection.execute(
+            select(tables.outbox).where(tables.outbox.c.delivered_at.is_(None))
+        ).all()
+    engine.dispose()
+    assert dead["entity_key"] == 999_999 and "lacks fields" in dead["reason"]
+    assert pending == []
+    with system.service_client() as service:
+        assert service.get(f"/products/{before['id']}").status_code == 200
+        assert service.get(f"/products/{after['id']}").status_code == 200
+
+
+def test_a_crashed_backfill_resumes_where_it_stopped(system: SyncSystem) -> None:
+    env = {**monolith_env(system.monolith_db, system.workdir / "m")}
+    run_monolith_command(env, "seed", "--products", "3000")
+    system.set_phase("dual_write")
+    checkpoint = system.workdir / "state" / "backfill-products.json"
+    backfill = system.cli_process("backfill", "products", "--chunk-size", "50", log="bf.log")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if checkpoint.exists() and json.loads(checkpoint.read_text())["rows"] >= 500:
+            break
+        time.sleep(0.02)
+    backfill.send_signal(signal.SIGKILL)
+    backfill.wait()
+    stopped_at = json.loads(checkpoint.read_text())
+    assert 0 < stopped_at["rows"] < 3000 and not stopped_at["finished"]
+    resumed = system.cli("backfill", "products", "--chunk-size", "500")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"resumed after key {stopped_at['after']}" in resumed.stdout
+    assert system.reconcile()["agree"]
+
+
+def test_dry_run_applies_nothing(system: SyncSystem) -> None:
+    with system.monolith_client() as client:
+        new_product(client, new_account(client))
+    dry = system.cli("backfill", "products", "--dry-run")
+    assert dry.returncode == 0 and "dry run: 1 rows" in dry.stdout
+    report = system.reconcile()
+    assert [d["kind"] for d in report["differences"]] == ["missing_in_target"]
+
+
+def test_reconcile_and_backfill_say_what_to_do_without_a_token(system: SyncSystem) -> None:
+    env = {**system.cli_env(), "STRANGLER_SYNC_TOKEN": ""}
+    env.pop("STRANGLER_SYNC_TOKEN")
+    result = subprocess.run(
+        [
+            *__import__("tests.sync.conftest", fromlist=["STRANGLER"]).STRANGLER,
+            "reconcile",
+            "products",
+        ],
+        env={**env, "STRANGLER_SYNC_TOKEN_FILE": str(system.workdir / "none")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "no sync token" in result.stderr and "STRANGLER_SYNC_TOKEN" in result.stderr
