@@ -19,7 +19,7 @@ from strangler import sync_cli
 from strangler.admin_client import AdminApiError, AdminClient, admin_token_for_up
 from strangler.console import console, fail
 from strangler.coupling import OwnershipConfigError, find_couplings, load_table_ownership
-from strangler.settings import CliSettings
+from strangler.settings import CliSettings, read_or_create_secret
 from strangler.supervisor import ChildDied, ChildSpec, Supervisor
 
 app = typer.Typer(
@@ -31,6 +31,10 @@ app = typer.Typer(
 
 def _monolith(*args: str) -> list[str]:
     return [sys.executable, "-m", "legacy_monolith", *args]
+
+
+def _service(*args: str) -> list[str]:
+    return [sys.executable, "-m", "extracted.products_service", *args]
 
 
 def _run_step(what: str, command: list[str]) -> None:
@@ -47,8 +51,9 @@ def _run_step(what: str, command: list[str]) -> None:
 def seed(
     products: Annotated[int, typer.Option(min=0, help="How many demo products")] = 1000,
 ) -> None:
-    """Migrate the monolith database and load demo data (idempotent)."""
+    """Migrate both databases and load the monolith's demo data (idempotent)."""
     _run_step("migrating the monolith database", _monolith("migrate"))
+    _run_step("migrating the products service database", _service("migrate"))
     _run_step("seeding demo data", _monolith("seed", "--products", str(products)))
 
 
@@ -56,38 +61,69 @@ def seed(
 def up(
     products: Annotated[int, typer.Option(min=0, help="How many demo products")] = 1000,
     monolith_port: Annotated[int, typer.Option(help="Port of the monolith")] = 8001,
+    service_port: Annotated[int, typer.Option(help="Port of the products service")] = 8002,
     proxy_port: Annotated[int, typer.Option(help="Port of the proxy")] = 8000,
     routing_file: Annotated[Path, typer.Option(help="The proxy's routing file")] = Path(
         "routing.toml"
     ),
 ) -> None:
-    """Migrate, seed, and run the monolith and the proxy on loopback until Ctrl-C."""
+    """Migrate, seed, and run monolith, products service, proxy and relay until Ctrl-C."""
     seed(products)
-    token, where = admin_token_for_up()
+    settings = CliSettings()
+    admin_token, where = admin_token_for_up(settings)
+    sync_token = settings.sync_token_value() or read_or_create_secret(settings.sync_token_file)
     python = sys.executable
+    monolith_url = f"http://127.0.0.1:{monolith_port}"
+    service_url = f"http://127.0.0.1:{service_port}"
+    routing = str(routing_file)
     supervisor = Supervisor(console)
-    children = [
+    first = ChildSpec(
+        "monolith",
+        [*_monolith("serve", "--port", str(monolith_port))],
+        f"{monolith_url}/ready",
+        env={"MONOLITH_SYNC_TOKEN": sync_token, "MONOLITH_ROUTING_FILE": routing},
+    )
+    after_monolith = [  # the service needs the token public key the monolith publishes
         ChildSpec(
-            "monolith",
-            [python, "-m", "legacy_monolith", "serve", "--port", str(monolith_port)],
-            f"http://127.0.0.1:{monolith_port}/ready",
+            "service",
+            [*_service("serve", "--port", str(service_port))],
+            f"{service_url}/ready",
+            env={
+                "PRODUCTS_SERVICE_SYNC_TOKEN": sync_token,
+                "PRODUCTS_SERVICE_ROUTING_FILE": routing,
+            },
         ),
         ChildSpec(
             "proxy",
             [python, "-m", "proxy", "serve", "--port", str(proxy_port)],
             f"http://127.0.0.1:{proxy_port}/_strangler/health",
-            env={"PROXY_ADMIN_TOKEN": token, "PROXY_ROUTING_FILE": str(routing_file)},
+            env={"PROXY_ADMIN_TOKEN": admin_token, "PROXY_ROUTING_FILE": routing},
+        ),
+        ChildSpec(
+            "relay",
+            [python, "-c", "from strangler.cli import main; main()", "relay", "products"],
+            None,
+            env={
+                "STRANGLER_SYNC_TOKEN": sync_token,
+                "STRANGLER_MONOLITH_URL": monolith_url,
+                "STRANGLER_SERVICE_URL": service_url,
+                "STRANGLER_ROUTING_FILE": routing,
+            },
         ),
     ]
     try:
-        for child in children:
+        supervisor.start(first)
+        supervisor.wait_ready()
+        for child in after_monolith:
             supervisor.start(child)
         supervisor.wait_ready()
         console.print(
             f"[bold green]ready[/]  proxy    http://127.0.0.1:{proxy_port}  (send traffic here)\n"
-            f"       monolith http://127.0.0.1:{monolith_port}  (API docs at /docs)\n"
+            f"       monolith {monolith_url}  (API docs at /docs)\n"
+            f"       service  {service_url}  (API docs at /docs)\n"
             f"       admin    http://127.0.0.1:{proxy_port}/_strangler/status  "
             f"(token in {where})\n"
+            "       relay    follows the phase in routing.toml\n"
             "       Ctrl-C stops everything"
         )
         supervisor.watch()

@@ -28,7 +28,7 @@ _COLOURS = ["cyan", "magenta", "green", "yellow", "blue", "red"]
 class ChildSpec:
     name: str
     argv: Sequence[str]
-    ready_url: str
+    ready_url: str | None
     env: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -75,12 +75,12 @@ class Supervisor:
     def wait_ready(self, timeout: float = 60) -> None:
         """Block until every child answers its readiness URL; raise ChildDied if one exits."""
         deadline = time.monotonic() + timeout
-        pending = list(self._children)
+        pending = [c for c in self._children if c.spec.ready_url is not None]
         while pending:
             self.check_alive()
             for child in list(pending):
                 try:
-                    if httpx.get(child.spec.ready_url, timeout=1).status_code == 200:
+                    if httpx.get(str(child.spec.ready_url), timeout=1).status_code == 200:
                         pending.remove(child)
                 except httpx.TransportError:
                     pass

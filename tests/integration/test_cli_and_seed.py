@@ -18,7 +18,7 @@ from sqlalchemy import func, select, text
 
 from strangler.db import create_db_engine
 from tests.support.databases import BACKENDS, database
-from tests.support.processes import free_port, monolith_env, wait_until_healthy
+from tests.support.processes import free_port, monolith_env, service_env, wait_until_healthy
 
 STRANGLER = [sys.executable, "-c", "from strangler.cli import main; main()"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,10 +33,25 @@ def _count(url: str, table: str) -> int:
         engine.dispose()
 
 
+def _system_env(monolith_db: str, service_db: str, tmp_path: Path) -> dict[str, str]:
+    """Everything `strangler seed/up` touches, kept inside tmp_path."""
+    return {
+        **monolith_env(monolith_db, tmp_path),
+        **{
+            k: v
+            for k, v in service_env(service_db, tmp_path, tmp_path / "jwt-public.pem").items()
+            if k.startswith("PRODUCTS_SERVICE_")
+        },
+        "STRANGLER_SYNC_TOKEN_FILE": str(tmp_path / "sync-token"),
+        "STRANGLER_ADMIN_TOKEN_FILE": str(tmp_path / "admin-token"),
+        "STRANGLER_STATE_DIR": str(tmp_path / "state"),
+    }
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_seed_loads_demo_data_once_however_often_it_runs(backend: str, tmp_path: Path) -> None:
-    with database(backend, tmp_path) as url:
-        env = monolith_env(url, tmp_path)
+    with database(backend, tmp_path) as url, database(backend, tmp_path / "svc") as service_url:
+        env = _system_env(url, service_url, tmp_path)
         for _ in range(2):
             result = subprocess.run(
                 [*STRANGLER, "seed"], env=env, capture_output=True, text=True, timeout=180
@@ -63,19 +78,25 @@ class Up:
     log: Path
     proxy: str
     monolith: str
+    service: str
     env: dict[str, str]
 
 
 @pytest.fixture
 def up(tmp_path: Path) -> Iterator[Up]:
     """`strangler up` on free ports, with a routing file pointing at its monolith."""
-    monolith_port, proxy_port = free_port(), free_port()
+    monolith_port, service_port, proxy_port = free_port(), free_port(), free_port()
     routing = tmp_path / "routing.toml"
     routing.write_text(
-        (ROOT / "routing.toml").read_text().replace("127.0.0.1:8001", f"127.0.0.1:{monolith_port}")
+        (ROOT / "routing.toml")
+        .read_text()
+        .replace("127.0.0.1:8001", f"127.0.0.1:{monolith_port}")
+        .replace("127.0.0.1:8002", f"127.0.0.1:{service_port}")
     )
     env = {
-        **monolith_env(f"sqlite:///{tmp_path / 'up.db'}", tmp_path),
+        **_system_env(
+            f"sqlite:///{tmp_path / 'up.db'}", f"sqlite:///{tmp_path / 'svc.db'}", tmp_path
+        ),
         "PYTHONUNBUFFERED": "1",
         "STRANGLER_ADMIN_TOKEN": "up-test-token",
         "STRANGLER_PROXY_URL": f"http://127.0.0.1:{proxy_port}",
@@ -92,6 +113,8 @@ def up(tmp_path: Path) -> Iterator[Up]:
                 "1000",
                 "--monolith-port",
                 str(monolith_port),
+                "--service-port",
+                str(service_port),
                 "--proxy-port",
                 str(proxy_port),
                 "--routing-file",
@@ -108,7 +131,12 @@ def up(tmp_path: Path) -> Iterator[Up]:
         while "ready" not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.1)
         yield Up(
-            process, log, f"http://127.0.0.1:{proxy_port}", f"http://127.0.0.1:{monolith_port}", env
+            process,
+            log,
+            f"http://127.0.0.1:{proxy_port}",
+            f"http://127.0.0.1:{monolith_port}",
+            f"http://127.0.0.1:{service_port}",
+            env,
         )
     finally:
         if process.poll() is None:
@@ -126,7 +154,8 @@ def test_up_serves_the_seeded_system_through_the_proxy_and_stops_on_ctrl_c(up: U
     assert login.status_code == 200
     text = up.log.read_text()
     assert up.proxy in text and up.monolith in text
-    assert "monolith |" in text and "proxy    |" in text
+    assert "monolith |" in text and "proxy    |" in text and "relay    |" in text
+    assert httpx.get(f"{up.service}/ready").status_code == 200
     os.killpg(up.process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
     assert up.process.wait(timeout=30) == 0, up.log.read_text()
     with pytest.raises(httpx.TransportError):
