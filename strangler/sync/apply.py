@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Table, delete, func, insert, select, text, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -87,15 +87,117 @@ def apply_events(
 ) -> list[ApplyOutcome]:
     """Apply `events`; the caller commits. Outcomes come back in the order of `events`.
 
-    Events are applied in key order (stable, so one key's events keep their order): two
-    appliers locking rows at once (relay and backfill) then always lock in the same order and
-    cannot deadlock each other.
+    The fast path decides the whole batch in memory from one read of the versions held, then
+    writes it with a handful of bulk statements in one savepoint. If that hits a constraint
+    (a unique SKU taken, a concurrent applier inserting the same key), the batch falls back to
+    one savepoint per event, so only the events that truly cannot apply are rejected.
+
+    Events are handled in key order (stable, so one key's events keep their order): two
+    appliers locking rows at once (relay and backfill) lock in the same order and cannot
+    deadlock each other.
     """
     order = sorted(range(len(events)), key=lambda i: events[i].key)
-    outcomes: list[ApplyOutcome | None] = [None] * len(events)
-    for i in order:
-        outcomes[i] = _apply_in_savepoint(session, spec, events[i])
-    return [o for o in outcomes if o is not None]
+    savepoint = session.begin_nested()
+    try:
+        outcomes = _apply_batch(session, spec, [events[i] for i in order])
+    except IntegrityError:
+        savepoint.rollback()
+        outcomes = [_apply_in_savepoint(session, spec, events[i]) for i in order]
+    except Exception:
+        savepoint.rollback()
+        raise
+    else:
+        savepoint.commit()
+    result: list[ApplyOutcome | None] = [None] * len(events)
+    for position, outcome in zip(order, outcomes, strict=True):
+        result[position] = outcome
+    return [o for o in result if o is not None]
+
+
+def _apply_batch(
+    session: Session, spec: EntitySpec, events: Sequence[ChangeEvent]
+) -> list[ApplyOutcome]:
+    table, stones = spec.table, spec.tombstones
+    key_col, version_col = table.c[spec.key], table.c[spec.version]
+    keys = sorted({e.key for e in events})
+    rows: dict[int, int] = {}
+    buried: dict[int, int] = {}
+    for start in range(0, len(keys), 1000):
+        part = keys[start : start + 1000]
+        rows.update(
+            (k, v)
+            for k, v in session.execute(
+                select(key_col, version_col)
+                .where(key_col.in_(part))
+                .order_by(key_col)
+                .with_for_update()
+            )
+        )
+        buried.update(
+            (k, v)
+            for k, v in session.execute(
+                select(stones.c.entity_key, stones.c.version).where(stones.c.entity_key.in_(part))
+            )
+        )
+    held = {k: max(rows.get(k, 0), buried.get(k, 0)) for k in keys}
+    final: dict[int, ChangeEvent] = {}
+    outcomes = []
+    for event in events:
+        if event.entity != spec.name:
+            outcomes.append(
+                ApplyOutcome(
+                    event_id=event.event_id,
+                    outcome="rejected",
+                    reason=f"entity {event.entity!r} is not {spec.name!r}",
+                )
+            )
+            continue
+        if event.version <= held[event.key]:
+            outcomes.append(ApplyOutcome(event_id=event.event_id, outcome="duplicate"))
+            continue
+        if event.op == "upsert":
+            missing = [c for c in spec.data_columns if c not in (event.data or {})]
+            if missing:
+                outcomes.append(
+                    ApplyOutcome(
+                        event_id=event.event_id,
+                        outcome="rejected",
+                        reason=f"upsert lacks fields: {', '.join(missing)}",
+                    )
+                )
+                continue
+        held[event.key] = event.version
+        final[event.key] = event
+        outcomes.append(ApplyOutcome(event_id=event.event_id, outcome="applied"))
+
+    def values(event: ChangeEvent) -> dict[str, object]:
+        data = event.data or {}
+        return {**{c: data[c] for c in spec.data_columns}, spec.version: event.version}
+
+    deletes = [e for e in final.values() if e.op == "delete"]
+    upserts = [e for e in final.values() if e.op == "upsert"]
+    gone = [e.key for e in deletes if e.key in rows]
+    if gone:
+        session.execute(delete(table).where(key_col.in_(gone)))
+    unburied = [e.key for e in final.values() if e.key in buried]
+    if unburied:
+        session.execute(delete(stones).where(stones.c.entity_key.in_(unburied)))
+    if deletes:
+        session.execute(
+            insert(stones), [{"entity_key": e.key, "version": e.version} for e in deletes]
+        )
+    updates = [e for e in upserts if e.key in rows]
+    if updates:
+        session.execute(
+            update(table)
+            .where(key_col == bindparam("_key"))
+            .execution_options(synchronize_session=False),
+            [{"_key": e.key, **values(e)} for e in updates],
+        )
+    inserts = [e for e in upserts if e.key not in rows]
+    if inserts:
+        session.execute(insert(table), [{spec.key: e.key, **values(e)} for e in inserts])
+    return outcomes
 
 
 def _apply_in_savepoint(session: Session, spec: EntitySpec, event: ChangeEvent) -> ApplyOutcome:

@@ -114,3 +114,11 @@ def test_any_delivery_order_with_duplicates_converges_to_the_source(
         expected = {k: (v, f"k{k}v{v}") for k, v in histories.items() if k not in deletes}
         assert _state(session, spec) == expected
     engine.dispose()
+
+
+def test_later_batches_update_rows_in_place(target: tuple[Session, EntitySpec]) -> None:
+    session, spec = target
+    apply_events(session, spec, [_up(1, 1), _up(2, 1)])
+    outcomes = apply_events(session, spec, [_up(2, 3), _up(1, 2), _up(2, 2), _gone(1, 3)])
+    assert [o.outcome for o in outcomes] == ["applied", "applied", "duplicate", "applied"]
+    assert _state(session, spec) == {2: (3, "n2v3")}
