@@ -7,9 +7,12 @@ of them dies, saying which one and with what exit code.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -30,6 +33,18 @@ class ChildSpec:
     argv: Sequence[str]
     ready_url: str | None
     env: Mapping[str, str] = field(default_factory=dict)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, ask for SIGTERM when the supervisor dies, so a
+    `strangler up` killed with SIGKILL leaves no orphaned servers holding the ports."""
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 class ChildDied(Exception):
@@ -67,6 +82,7 @@ class Supervisor:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,  # Ctrl-C reaches us only; we stop the children in order
+            preexec_fn=_die_with_parent,
         )
         child = _Child(spec, process, _COLOURS[len(self._children) % len(_COLOURS)])
         self._children.append(child)

@@ -88,6 +88,7 @@ def relay(
     current: SyncDirection | None = None
     worker: Relay | None = None
     last_report = 0.0
+    reported = -1  # delivered count at the last report: a quiet relay does not repeat itself
     try:
         while not stop.is_set():
             wanted = _direction(settings, entity, direction)
@@ -115,7 +116,9 @@ def relay(
                 worker.run(round_stop, until_drained=until_drained)
             finally:
                 timer.cancel()
-            if time.monotonic() - last_report > 5 or until_drained:
+            quiet = worker.stats.delivered == reported
+            if (time.monotonic() - last_report > 5 and not quiet) or until_drained:
+                reported = worker.stats.delivered
                 lag = worker.lag()
                 age = f"{lag.oldest_age_seconds:.2f} s" if lag.oldest_age_seconds else "none"
                 console.print(
