@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI, Request
 from sqlalchemy import text
 
@@ -38,6 +39,7 @@ def create_app(settings: MonolithSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        service_client.close()
         engine.dispose()
 
     app = FastAPI(title="Legacy monolith", version="1.0.0", lifespan=lifespan)
@@ -46,7 +48,14 @@ def create_app(settings: MonolithSettings | None = None) -> FastAPI:
     app.state.sessions = Sessions(engine, info=products.sessions_info(phase_file))
     app.state.sync_specs = {"products": products.SYNC_SPEC}
     app.state.sync_tables = {"products": products.SYNC_TABLES}
-    app.state.sync_token = settings.sync_token.get_secret_value() if settings.sync_token else None
+    sync_token = settings.sync_token.get_secret_value() if settings.sync_token else None
+    app.state.sync_token = sync_token
+    service_client = httpx.Client(
+        base_url=settings.products_service_url,
+        headers={"Authorization": f"Bearer {sync_token or ''}"},
+        timeout=httpx.Timeout(settings.products_service_timeout_seconds, connect=1.0),
+    )
+    app.state.product_catalog = orders.catalog_factory(phase_file, service_client)
     app.state.token_issuer = TokenIssuer(
         keys.private_pem, policy, ttl_seconds=settings.access_token_ttl_seconds
     )

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from sqlalchemy import text
 
-from extracted.products_service import api, service
+from extracted.products_service import api, internal_api, service
 from extracted.products_service.models import SYNC_SPEC, SYNC_TABLES
 from extracted.products_service.settings import ProductsServiceSettings
 from strangler.db import Sessions, create_db_engine
@@ -46,6 +46,7 @@ def create_app(settings: ProductsServiceSettings | None = None) -> FastAPI:
     app.state.sync_token = settings.sync_token.get_secret_value() if settings.sync_token else None
     install_problem_handlers(app)
     app.include_router(api.router)
+    app.include_router(internal_api.router)
     app.include_router(sync_router())
 
     @app.get("/health", tags=["operations"])

@@ -54,3 +54,19 @@ SYNC_SPEC = EntitySpec(
     tombstones=SYNC_TABLES.tombstones,
     data_columns=DATA_COLUMNS,
 )
+
+
+class Reservation(ServiceBase):
+    """Stock taken for an order that the orders capability is placing over HTTP.
+
+    Keyed by the caller's reservation id, so a retried reserve takes stock once; a release
+    of an id never reserved is remembered (status "released"), so a reserve that arrives after
+    its own timeout-and-release takes nothing.
+    """
+
+    __tablename__ = "reservations"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20))
+    items: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from extracted.products_service.models import DATA_COLUMNS, SYNC_TABLES, Product
+from extracted.products_service.models import DATA_COLUMNS, SYNC_TABLES, Product, Reservation
 from extracted.products_service.schemas import ProductCreate, ProductPatch
 from strangler.phases import PhaseFile, SyncDirection
 from strangler.sync.events import ChangeEvent
@@ -148,3 +149,89 @@ def delete_product(session: Session, product_id: int) -> None:
     session.execute(insert(stones).values(entity_key=product_id, version=deleted_version))
     _emit(session, product_id, deleted_version=deleted_version)
     session.commit()
+
+
+class ReservationReleased(Exception):
+    """This reservation id was released before it was made: it can no longer take stock."""
+
+
+class UnknownProducts(Exception):
+    def __init__(self, product_ids: list[int]) -> None:
+        super().__init__(product_ids)
+        self.product_ids = product_ids
+
+
+class OutOfStock(Exception):
+    def __init__(self, product_id: int, requested: int, available: int) -> None:
+        super().__init__(product_id)
+        self.product_id, self.requested, self.available = product_id, requested, available
+
+
+def snapshots(session: Session, product_ids: Sequence[int]) -> list[Product]:
+    return list(session.scalars(select(Product).where(Product.id.in_(set(product_ids)))))
+
+
+def _move_stock(session: Session, product_id: int, delta: int) -> bool:
+    """Add `delta` (negative: take) to the stock if it stays >= 0; bump the version; emit."""
+    condition = [Product.id == product_id]
+    if delta < 0:
+        condition.append(Product.stock >= -delta)
+    result = session.execute(
+        update(Product)
+        .where(*condition)
+        .values(stock=Product.stock + delta, version=Product.version + 1)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    _emit(session, product_id)
+    return True
+
+
+def reserve(session: Session, reservation_id: str, quantities: dict[int, int]) -> Reservation:
+    """Take stock for a reservation, all or nothing, exactly once per reservation id."""
+    existing = session.get(Reservation, reservation_id, with_for_update=True)
+    if existing is not None:
+        if existing.status == "released":
+            raise ReservationReleased(reservation_id)
+        return existing
+    known = {p.id for p in snapshots(session, list(quantities))}
+    missing = sorted(set(quantities) - known)
+    if missing:
+        raise UnknownProducts(missing)
+    for product_id in sorted(quantities):
+        if not _move_stock(session, product_id, -quantities[product_id]):
+            available = session.scalar(select(Product.stock).where(Product.id == product_id))
+            session.rollback()
+            raise OutOfStock(product_id, quantities[product_id], available or 0)
+    reservation = Reservation(
+        id=reservation_id,
+        status="reserved",
+        items=json.dumps(sorted(quantities.items())),
+    )
+    session.add(reservation)
+    try:
+        session.commit()
+    except IntegrityError:  # the same id reserved concurrently: that one counts, not this
+        session.rollback()
+        return reserve(session, reservation_id, quantities)
+    return reservation
+
+
+def release(session: Session, reservation_id: str) -> str:
+    """Give a reservation's stock back, once; remember ids released before being made."""
+    existing = session.get(Reservation, reservation_id, with_for_update=True)
+    if existing is None:
+        session.add(Reservation(id=reservation_id, status="released", items="[]"))
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            return release(session, reservation_id)
+        return "released"
+    if existing.status == "reserved":
+        for product_id, quantity in json.loads(existing.items):
+            _move_stock(session, product_id, quantity)
+        existing.status = "released"
+        session.commit()
+    return existing.status

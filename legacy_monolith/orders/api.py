@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from legacy_monolith.orders import service
-from legacy_monolith.orders.adapters import InProcessCustomers, InProcessProductCatalog
+from legacy_monolith.orders.adapters import CatalogFactory, InProcessCustomers
 from legacy_monolith.orders.models import Order
 from legacy_monolith.orders.schemas import OrderIn, OrderItemOut, OrderOut
 from legacy_monolith.platform.auth import CurrentUserId
@@ -45,15 +45,18 @@ def place_order(
     session: WriteSession,
     user_id: CurrentUserId,
     response: Response,
+    request: Request,
     idempotency_key: IdempotencyKey = None,
 ) -> OrderOut:
+    make_catalog: CatalogFactory = request.app.state.product_catalog
+    reservation = service.reservation_id_for(user_id, idempotency_key, body)
     try:
         placed = service.place_order(
             session,
             user_id=user_id,
             request=body,
             idempotency_key=idempotency_key,
-            catalog=InProcessProductCatalog(session),
+            catalog=make_catalog(session, reservation),
             customers=InProcessCustomers(session),
         )
     except service.UnknownCustomer as exc:
@@ -72,6 +75,13 @@ def place_order(
             409,
             f"Not enough stock of product {exc.product_id}: {exc.requested} wanted, "
             f"{exc.available} available. Nothing was ordered.",
+        ) from exc
+    except service.CatalogUnavailable as exc:
+        raise Problem(
+            503,
+            f"The product catalogue is unavailable ({exc}); nothing was ordered. Retry "
+            "with the same Idempotency-Key.",
+            headers={"Retry-After": "2"},
         ) from exc
     except service.IdempotencyKeyReused as exc:
         raise Problem(

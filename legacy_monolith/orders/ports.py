@@ -31,6 +31,10 @@ class OutOfStock(Exception):
     available: int
 
 
+class CatalogUnavailable(Exception):
+    """The catalogue could not be reached in time; nothing may be assumed about stock."""
+
+
 class ProductCatalog(ABC):
     """Prices products and takes their stock for an order."""
 
@@ -40,7 +44,12 @@ class ProductCatalog(ABC):
 
     @abstractmethod
     def reserve(self, quantities: Mapping[int, int]) -> None:
-        """Take the stock, all or nothing; raise OutOfStock when one product falls short."""
+        """Take the stock, all or nothing; raise OutOfStock when one product falls short,
+        CatalogUnavailable when the catalogue cannot be reached."""
+
+    @abstractmethod
+    def release(self) -> None:
+        """Give back what `reserve` took, when the order could not be recorded after all."""
 
 
 class Customers(ABC):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -12,12 +13,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from legacy_monolith.orders.models import Order, OrderLine
-from legacy_monolith.orders.ports import Customers, OutOfStock, ProductCatalog
+from legacy_monolith.orders.ports import (
+    CatalogItem,
+    CatalogUnavailable,
+    Customers,
+    OutOfStock,
+    ProductCatalog,
+)
 from legacy_monolith.orders.schemas import OrderIn
 
 CONFIRMED = "confirmed"
 
 __all__ = [
+    "CatalogUnavailable",
     "IdempotencyKeyReused",
     "OrderNotFound",
     "OutOfStock",
@@ -26,6 +34,7 @@ __all__ = [
     "list_orders",
     "get_order",
     "place_order",
+    "reservation_id_for",
 ]
 
 
@@ -102,6 +111,19 @@ def place_order(
     except OutOfStock:
         session.rollback()
         raise
+    return _record(session, catalog, user_id, request, idempotency_key, fingerprint, prices)
+
+
+def _record(
+    session: Session,
+    catalog: ProductCatalog,
+    user_id: int,
+    request: OrderIn,
+    idempotency_key: str | None,
+    fingerprint: str,
+    prices: Mapping[int, CatalogItem],
+) -> PlacedOrder:
+    """Write the order; if it cannot be written, give the reserved stock back."""
     lines = [
         OrderLine(
             product_id=item.product_id,
@@ -123,13 +145,28 @@ def place_order(
         session.commit()
     except IntegrityError:
         session.rollback()
-        if idempotency_key is None:
-            raise
-        existing = _find_by_key(session, user_id, idempotency_key)
+        existing = _find_by_key(session, user_id, idempotency_key) if idempotency_key else None
+        if existing is None or existing.request_fingerprint != fingerprint:
+            catalog.release()
         if existing is None:
             raise
+        # The same request won the race: its reservation id is ours, so the stock it holds
+        # is the stock of the order it recorded.
         return _replay(existing, fingerprint)
+    except BaseException:
+        session.rollback()
+        catalog.release()
+        raise
     return PlacedOrder(order, created=True)
+
+
+def reservation_id_for(user_id: int, idempotency_key: str | None, request: OrderIn) -> str:
+    """The stock reservation id of an order attempt: the same for a retried request (same
+    user, key and items), so retries take stock once; fresh when there is no key."""
+    if idempotency_key is None:
+        return f"order-{uuid.uuid4().hex}"
+    key = hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
+    return f"order-{user_id}-{key}-{_fingerprint(request)[:24]}"
 
 
 def list_orders(session: Session, user_id: int, *, limit: int) -> Sequence[Order]:

@@ -25,6 +25,8 @@ class MonolithSettings(BaseSettings):
     jwt_public_key_file: Path = Path("var/jwt-public.pem")
     routing_file: Path | None = Path("routing.toml")
     sync_token: SecretStr | None = None
+    products_service_url: str = "http://127.0.0.1:8002"
+    products_service_timeout_seconds: float = 2.0
     jwt_issuer: str = "strangler-monolith"
     jwt_audience: str = "strangler-shop"
     access_token_ttl_seconds: int = 3600

@@ -33,7 +33,7 @@ PUBLIC = {
         "sessions_info",
         "snapshot_products",
     },
-    "legacy_monolith.orders": {"metadata", "router"},
+    "legacy_monolith.orders": {"catalog_factory", "metadata", "router"},
 }
 
 

@@ -1,7 +1,7 @@
 """In-memory fakes of the orders ports, for unit tests of the order use case.
 
 Inject data through the constructors: `FakeProductCatalog({id: (price_cents, stock)})`,
-`FakeCustomers({user_id, ...})`. The catalog records every reservation it accepted.
+`FakeCustomers({user_id, ...})`. The catalog records every reservation it holds and counts releases.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ class FakeProductCatalog(ProductCatalog):
         self.stock = {pid: stock for pid, (_, stock) in products.items()}
         self.prices = {pid: price for pid, (price, _) in products.items()}
         self.reservations: list[dict[int, int]] = []
+        self.released = 0
 
     def price_list(self, product_ids: Collection[int]) -> Mapping[int, CatalogItem]:
         return {
@@ -33,6 +34,11 @@ class FakeProductCatalog(ProductCatalog):
         for pid, wanted in quantities.items():
             self.stock[pid] -= wanted
         self.reservations.append(dict(quantities))
+
+    def release(self) -> None:
+        for pid, wanted in self.reservations.pop().items():
+            self.stock[pid] += wanted
+        self.released += 1
 
 
 class FakeCustomers(Customers):

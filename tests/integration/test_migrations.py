@@ -67,3 +67,17 @@ def test_no_foreign_key_crosses_a_capability() -> None:
                 table.name,
                 fk.target_fullname,
             )
+
+
+def test_the_products_service_migrations_at_head_match_its_models(empty_database: str) -> None:
+    from extracted.products_service.migrate import upgrade_to_head as upgrade_service
+    from extracted.products_service.models import ServiceBase
+
+    upgrade_service(empty_database)
+    engine = create_db_engine(empty_database)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            assert list(compare_metadata(context, ServiceBase.metadata)) == []
+    finally:
+        engine.dispose()

@@ -145,13 +145,16 @@ def serve_monolith(env: Mapping[str, str], workdir: Path) -> Iterator[RunningApp
 
 
 @contextmanager
-def serve_products_service(env: Mapping[str, str], workdir: Path) -> Iterator[RunningApp]:
-    """Start `python -m extracted.products_service serve` on a free port."""
+def serve_products_service(
+    env: Mapping[str, str], workdir: Path, port: int | None = None
+) -> Iterator[RunningApp]:
+    """Start `python -m extracted.products_service serve` on `port` (default: a free one)."""
     with serve_process(
         ["-m", "extracted.products_service", "serve", "--port", "{port}"],
         env,
         workdir,
         name="products-service",
+        port=port,
     ) as app:
         yield app
 

@@ -21,6 +21,7 @@ from strangler.sync.tables import SyncTables, sync_tables
 from tests.support.databases import BACKENDS, database
 from tests.support.processes import (
     RunningApp,
+    free_port,
     monolith_env,
     run_monolith_command,
     run_service_command,
@@ -117,10 +118,12 @@ def system(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SyncSyste
     ):
         (tmp_path / "m").mkdir(exist_ok=True)
         (tmp_path / "s").mkdir(exist_ok=True)
+        service_port = free_port()
         menv = {
             **monolith_env(monolith_db, tmp_path / "m"),
             "MONOLITH_ROUTING_FILE": str(routing),
             "MONOLITH_SYNC_TOKEN": SYNC_TOKEN,
+            "MONOLITH_PRODUCTS_SERVICE_URL": f"http://127.0.0.1:{service_port}",
         }
         run_monolith_command(menv, "migrate")
         with serve_monolith(menv, tmp_path / "m") as monolith:
@@ -130,7 +133,7 @@ def system(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SyncSyste
                 "PRODUCTS_SERVICE_SYNC_TOKEN": SYNC_TOKEN,
             }
             run_service_command(senv, "migrate")
-            with serve_products_service(senv, tmp_path / "s") as service:
+            with serve_products_service(senv, tmp_path / "s", service_port) as service:
                 yield SyncSystem(
                     backend, tmp_path, monolith, service, monolith_db, service_db, routing
                 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, event, func, select
 from sqlalchemy.orm import Session
 
 from legacy_monolith.orders import service
@@ -93,3 +93,28 @@ def test_a_key_reused_for_a_different_request_is_refused(session: Session) -> No
     with pytest.raises(service.IdempotencyKeyReused):
         _place(session, catalog, _request((1, 2)), key="k")
     assert _orders(session) == 1
+
+
+def test_an_order_that_cannot_be_recorded_gives_its_stock_back(session: Session) -> None:
+    catalog = FakeProductCatalog({1: (100, 5)})
+
+    def refuse(_session: Session) -> None:
+        raise RuntimeError("disk full")
+
+    event.listen(session, "before_commit", refuse)
+    with pytest.raises(RuntimeError, match="disk full"):
+        _place(session, catalog, _request((1, 2)))
+    event.remove(session, "before_commit", refuse)
+    assert (catalog.stock[1], catalog.released) == (5, 1)
+    assert _orders(session) == 0
+
+
+def test_retries_of_one_request_share_a_reservation_id_and_new_keys_do_not() -> None:
+    request, other = _request((1, 1)), _request((1, 2))
+    first = service.reservation_id_for(USER, "k", request)
+    assert first == service.reservation_id_for(USER, "k", request)
+    assert first != service.reservation_id_for(USER, "k", other)
+    assert first != service.reservation_id_for(USER + 1, "k", request)
+    assert service.reservation_id_for(USER, None, request) != service.reservation_id_for(
+        USER, None, request
+    )
