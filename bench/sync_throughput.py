@@ -42,6 +42,15 @@ from tests.support.processes import (  # noqa: E402
 
 TOKEN = "bench-sync-token"
 CLI = [sys.executable, "-c", "from strangler.cli import main; main()"]
+# Runs a command and prints its peak resident memory (KiB), so the CLI's own footprint is
+# measured in its own process.
+PEAK = [
+    sys.executable,
+    "-c",
+    "import resource, subprocess, sys; "
+    "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)",
+]
 
 
 def fill_outbox(database_url: str) -> int:
@@ -98,6 +107,8 @@ def measure(backend: str, rows: int) -> dict[str, float]:
             run_service_command(senv, "migrate")
             services.append(stack.enter_context(serve_products_service(senv, work / name)))
 
+        peaks: list[int] = []
+
         def cli(service_url: str, *args: str) -> float:
             env = {
                 **os.environ,
@@ -109,7 +120,10 @@ def measure(backend: str, rows: int) -> dict[str, float]:
                 "STRANGLER_ROUTING_FILE": str(work / "none.toml"),
             }
             started = time.monotonic()
-            subprocess.run([*CLI, *args], env=env, check=True, capture_output=True)
+            out = subprocess.run(
+                [*PEAK, *CLI, *args], env=env, check=True, capture_output=True, text=True
+            ).stdout
+            peaks.append(int(out.strip().splitlines()[-1]))
             return time.monotonic() - started
 
         backfill_s = cli(services[0].base_url, "backfill", "products", "--chunk-size", "1000")
@@ -128,6 +142,8 @@ def measure(backend: str, rows: int) -> dict[str, float]:
             "rows": rows,
             "backfill_seconds": backfill_s,
             "backfill_rows_per_s": rows / backfill_s,
+            "backfill_peak_rss_mib": peaks[0] / 1024,
+            "relay_peak_rss_mib": peaks[1] / 1024,
             "relay_events": events,
             "relay_seconds": relay_s,
             "relay_events_per_s": events / relay_s,
@@ -136,10 +152,20 @@ def measure(backend: str, rows: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=20_000)
+    parser.add_argument(
+        "--rows",
+        type=int,
+        nargs="+",
+        default=[20_000],
+        help="one or more table sizes; backfill peak memory is compared across them",
+    )
     parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"])
     args = parser.parse_args()
-    results = {backend: measure(backend, args.rows) for backend in args.backends}
+    results = {
+        f"{backend}@{rows}": measure(backend, rows)
+        for rows in args.rows
+        for backend in args.backends
+    }
     cpu = next(
         (
             line.split(":", 1)[1].strip()
@@ -156,8 +182,9 @@ def main() -> None:
     }
     for backend, r in results.items():
         print(
-            f"{backend:<11} backfill {r['backfill_rows_per_s']:>8,.0f} rows/s   "
-            f"relay {r['relay_events_per_s']:>8,.0f} events/s   ({r['rows']:,} rows)"
+            f"{backend:<18} backfill {r['backfill_rows_per_s']:>8,.0f} rows/s "
+            f"(peak {r['backfill_peak_rss_mib']:.0f} MiB)   relay "
+            f"{r['relay_events_per_s']:>8,.0f} events/s (peak {r['relay_peak_rss_mib']:.0f} MiB)"
         )
     out = ROOT / "bench/results/sync_throughput.json"
     out.parent.mkdir(exist_ok=True)

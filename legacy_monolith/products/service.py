@@ -135,27 +135,38 @@ def create_product(session: Session, new: ProductCreate) -> Product:
 
 def add_missing_products(session: Session, products: Sequence[ProductCreate]) -> int:
     """Insert those of `products` whose SKU is not taken yet, in one transaction; return how
-    many were added. Re-running it adds nothing, which is what makes seeding idempotent."""
-    skus = [p.sku for p in products]
-    taken = set(session.scalars(select(Product.sku).where(Product.sku.in_(skus))))
-    fresh = [
-        Product(
-            sku=p.sku,
-            name=p.name,
-            description=p.description,
-            price_cents=p.price,
-            stock=p.stock,
-            version=1,
+    many were added. Re-running it adds nothing, which is what makes seeding idempotent.
+
+    Works in chunks: PostgreSQL takes at most 65,535 parameters in one statement.
+    """
+    added = 0
+    for start in range(0, len(products), _CHUNK):
+        chunk = products[start : start + _CHUNK]
+        taken = set(
+            session.scalars(select(Product.sku).where(Product.sku.in_([p.sku for p in chunk])))
         )
-        for p in products
-        if p.sku not in taken
-    ]
-    session.add_all(fresh)
-    session.flush()
-    for product in fresh:
-        _emit(session, product.id)
+        fresh = [
+            Product(
+                sku=p.sku,
+                name=p.name,
+                description=p.description,
+                price_cents=p.price,
+                stock=p.stock,
+                version=1,
+            )
+            for p in chunk
+            if p.sku not in taken
+        ]
+        session.add_all(fresh)
+        session.flush()
+        for product in fresh:
+            _emit(session, product.id)
+        added += len(fresh)
     session.commit()
-    return len(fresh)
+    return added
+
+
+_CHUNK = 5000
 
 
 def update_product(session: Session, product_id: int, patch: ProductPatch) -> Product:

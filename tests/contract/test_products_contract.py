@@ -151,3 +151,30 @@ def test_list_refuses_a_limit_out_of_range(client: httpx.Client, limit: int) -> 
 @pytest.mark.parametrize("cursor", ["garbage!", "YWZ0ZXI6eA", "bm90LWEtY3Vyc29y"])
 def test_list_refuses_a_cursor_it_did_not_issue(client: httpx.Client, cursor: str) -> None:
     assert_problem(client.get("/products", params={"cursor": cursor}), 400, "cursor")
+
+
+def test_a_forged_or_expired_token_is_refused_by_every_implementation(
+    client: httpx.Client, account: Account
+) -> None:
+    import time
+
+    import jwt as pyjwt
+
+    claims = pyjwt.decode(account.token, options={"verify_signature": False})
+    unsigned = pyjwt.encode(claims, key=None, algorithm="none")
+    header, payload, signature = account.token.split(".")
+    tampered_claims = {**claims, "sub": str(account.id + 1), "exp": int(time.time()) + 10_000}
+    tampered = ".".join(
+        [
+            header,
+            pyjwt.utils.base64url_encode(
+                pyjwt.api_jws.json.dumps(tampered_claims).encode()
+            ).decode(),
+            signature,
+        ]
+    )
+    for token in (unsigned, tampered, "not-a-jwt"):
+        response = client.post(
+            "/products", json=product_body(), headers={"Authorization": f"Bearer {token}"}
+        )
+        assert_problem(response, 401, "refused")

@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 
+import httpx
 from sqlalchemy import MetaData, insert, select
 
 from strangler.db import create_db_engine
@@ -172,3 +173,15 @@ def test_reconcile_and_backfill_say_what_to_do_without_a_token(system: SyncSyste
     )
     assert result.returncode == 2
     assert "no sync token" in result.stderr and "STRANGLER_SYNC_TOKEN" in result.stderr
+
+
+def test_the_sync_endpoints_need_the_service_token(system: SyncSystem) -> None:
+    batch = {"events": [{"entity": "products", "key": 1, "version": 1, "op": "delete"}]}
+    for base in (system.monolith.base_url, system.service.base_url):
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            response = httpx.post(
+                f"{base}/internal/sync/products/events", json=batch, headers=headers
+            )
+            assert response.status_code == 401, (base, response.text)
+            assert response.headers["content-type"] == "application/problem+json"
+        assert httpx.get(f"{base}/internal/sync/products/bounds").status_code == 401
