@@ -10,14 +10,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import FastAPI, Request
-from sqlalchemy import text
+from fastapi import FastAPI
 
 from legacy_monolith import orders, products, users
 from legacy_monolith.platform.settings import MonolithSettings
 from strangler.db import Sessions, create_db_engine
+from strangler.health import install_health_routes
 from strangler.phases import PhaseFile
-from strangler.problems import install_problem_handlers, problem_response
+from strangler.problems import install_problem_handlers
 from strangler.sync.api import sync_router
 from strangler.tokens import (
     TokenIssuer,
@@ -64,24 +64,6 @@ def create_app(settings: MonolithSettings | None = None) -> FastAPI:
     for router in (users.router, products.router, orders.router, sync_router()):
         app.include_router(router)
 
-    @app.get("/health", tags=["operations"])
-    def health() -> dict[str, str]:
-        """The process is up and serving."""
-        return {"status": "ok"}
-
-    @app.get("/ready", tags=["operations"], response_model=None)
-    def ready(request: Request) -> object:
-        """The database answers; a load balancer should send traffic here."""
-        sessions: Sessions = request.app.state.sessions
-        try:
-            with sessions.read() as session:
-                session.execute(text("SELECT 1"))
-        except Exception as exc:  # any failure means not ready, and says why
-            return problem_response(
-                503,
-                f"The database is not reachable: {type(exc).__name__}.",
-                headers={"Retry-After": "1"},
-            )
-        return {"status": "ready"}
+    install_health_routes(app)
 
     return app

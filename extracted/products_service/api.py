@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from extracted.products_service import service
-from extracted.products_service.auth import CurrentUserId
 from extracted.products_service.models import Product
 from extracted.products_service.schemas import ProductCreate, ProductOut, ProductPage, ProductPatch
+from strangler.auth import CurrentUserId
 from strangler.db import ReadSession, WriteSession
 from strangler.money import string_from_cents
 from strangler.pagination import BadCursor, decode_cursor, encode_cursor

@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from sqlalchemy import text
+from fastapi import FastAPI
 
 from extracted.products_service import api, internal_api, service
 from extracted.products_service.models import SYNC_SPEC, SYNC_TABLES
 from extracted.products_service.settings import ProductsServiceSettings
 from strangler.db import Sessions, create_db_engine
+from strangler.health import install_health_routes
 from strangler.phases import PhaseFile
-from strangler.problems import install_problem_handlers, problem_response
+from strangler.problems import install_problem_handlers
 from strangler.sync.api import sync_router
 from strangler.tokens import TokenPolicy, TokenVerifier
 
@@ -49,22 +49,6 @@ def create_app(settings: ProductsServiceSettings | None = None) -> FastAPI:
     app.include_router(internal_api.router)
     app.include_router(sync_router())
 
-    @app.get("/health", tags=["operations"])
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/ready", tags=["operations"], response_model=None)
-    def ready(request: Request) -> object:
-        sessions: Sessions = request.app.state.sessions
-        try:
-            with sessions.read() as session:
-                session.execute(text("SELECT 1"))
-        except Exception as exc:  # any failure means not ready, and says why
-            return problem_response(
-                503,
-                f"The database is not reachable: {type(exc).__name__}.",
-                headers={"Retry-After": "1"},
-            )
-        return {"status": "ready"}
+    install_health_routes(app)
 
     return app

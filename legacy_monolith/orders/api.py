@@ -10,7 +10,7 @@ from legacy_monolith.orders import service
 from legacy_monolith.orders.adapters import CatalogFactory, InProcessCustomers
 from legacy_monolith.orders.models import Order
 from legacy_monolith.orders.schemas import OrderIn, OrderItemOut, OrderOut
-from legacy_monolith.platform.auth import CurrentUserId
+from strangler.auth import CurrentUserId
 from strangler.db import ReadSession, WriteSession
 from strangler.money import string_from_cents
 from strangler.problems import Problem

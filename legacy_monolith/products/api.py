@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from legacy_monolith.platform.auth import CurrentUserId
 from legacy_monolith.products import service
 from legacy_monolith.products.models import Product
 from legacy_monolith.products.schemas import ProductCreate, ProductOut, ProductPage, ProductPatch
+from strangler.auth import CurrentUserId
 from strangler.db import ReadSession, WriteSession
 from strangler.money import string_from_cents
 from strangler.pagination import BadCursor, decode_cursor, encode_cursor

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, status
 
-from legacy_monolith.platform.auth import CurrentUserId
 from legacy_monolith.users import service
 from legacy_monolith.users.schemas import AccessToken, Credentials, Registration, UserOut
+from strangler.auth import CurrentUserId
 from strangler.db import ReadSession, WriteSession
 from strangler.problems import Problem
 from strangler.tokens import TokenIssuer

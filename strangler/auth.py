@@ -1,4 +1,8 @@
-"""Who is calling: the bearer token on a request, verified, as a user id."""
+"""Who is calling: the bearer token on a request, verified, as a user id.
+
+Every app that serves the shop's users (the monolith, the extracted services) uses this one
+dependency; each puts its `TokenVerifier` on `app.state.token_verifier`.
+"""
 
 from __future__ import annotations
 
