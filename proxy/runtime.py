@@ -85,11 +85,10 @@ def _client(config: UpstreamConfig, *, shadow: bool) -> httpx.AsyncClient:
         write=config.read_timeout,
         pool=config.connect_timeout,
     )
-    limits = httpx.Limits(
-        max_connections=config.max_connections // 4 if shadow else config.max_connections,
-        max_keepalive_connections=config.max_connections // 4 if shadow else config.max_connections,
-        keepalive_expiry=30,
-    )
+    # Shadow traffic gets a quarter of the pool, in a client of its own: it can never take
+    # connections the primary path needs.
+    size = max(1, config.max_connections // 4) if shadow else config.max_connections
+    limits = httpx.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=30)
     return httpx.AsyncClient(
         timeout=timeout, limits=limits, follow_redirects=False, trust_env=False
     )

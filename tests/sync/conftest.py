@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from sqlalchemy import Engine, MetaData, select
 from strangler.db import create_db_engine
 from strangler.sync.tables import SyncTables, sync_tables
 from tests.support.databases import BACKENDS, database
+from tests.support.fault_proxy import FaultProxy, fault_proxy
 from tests.support.processes import (
     RunningApp,
     free_port,
@@ -36,6 +38,7 @@ STRANGLER = [sys.executable, "-c", "from strangler.cli import main; main()"]
 
 @dataclass
 class SyncSystem:
+    fault: FaultProxy
     backend: str
     workdir: Path
     monolith: RunningApp
@@ -113,17 +116,21 @@ def system(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SyncSyste
     backend: str = request.param
     routing = tmp_path / "routing.toml"
     with (
+        ExitStack() as stack,
         database(backend, tmp_path / "m") as monolith_db,
         database(backend, tmp_path / "s") as service_db,
     ):
         (tmp_path / "m").mkdir(exist_ok=True)
         (tmp_path / "s").mkdir(exist_ok=True)
         service_port = free_port()
+        # The monolith's orders reach the service through a fault proxy tests can slow down.
+        fault = stack.enter_context(fault_proxy(service_port))
         menv = {
             **monolith_env(monolith_db, tmp_path / "m"),
             "MONOLITH_ROUTING_FILE": str(routing),
             "MONOLITH_SYNC_TOKEN": SYNC_TOKEN,
-            "MONOLITH_PRODUCTS_SERVICE_URL": f"http://127.0.0.1:{service_port}",
+            "MONOLITH_PRODUCTS_SERVICE_URL": fault.url,
+            "MONOLITH_PRODUCTS_SERVICE_TIMEOUT_SECONDS": "1.0",
         }
         run_monolith_command(menv, "migrate")
         with serve_monolith(menv, tmp_path / "m") as monolith:
@@ -135,5 +142,5 @@ def system(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SyncSyste
             run_service_command(senv, "migrate")
             with serve_products_service(senv, tmp_path / "s", service_port) as service:
                 yield SyncSystem(
-                    backend, tmp_path, monolith, service, monolith_db, service_db, routing
+                    fault, backend, tmp_path, monolith, service, monolith_db, service_db, routing
                 )

@@ -3,6 +3,7 @@ request however often it is retried, given back when the order cannot be placed.
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import httpx
@@ -98,3 +99,34 @@ def test_a_reservation_released_before_it_arrives_takes_nothing(system: SyncSyst
         service.delete("/internal/products/reservations/order-ok-1", headers=headers)
         assert _stock(service, ids[0]) == 5
         assert_problem(service.post("/internal/products/reservations", json={}), 401)
+
+
+def test_a_slow_service_leaks_no_stock_and_retries_count_once(system: SyncSystem) -> None:
+    """Plant the fault: the service's answers arrive after the monolith stopped waiting, so
+    every reservation lands on the service but its acknowledgement is lost."""
+    ids = _cut_writes_over(system, stock=10)
+    with system.monolith_client() as monolith, system.service_client() as service:
+        account = new_account(monolith)
+        system.fault.delay_seconds = 1.5  # the monolith waits 1.0 s per attempt
+        slow = monolith.post(
+            "/orders",
+            headers=account.headers,
+            json={"items": [{"product_id": ids[0], "quantity": 4}]},
+        )
+        assert_problem(slow, 503, "nothing was ordered")
+        system.fault.delay_seconds = 0
+        deadline = time.monotonic() + 10
+        while _stock(service, ids[0]) != 10 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the delayed release is still on its way
+        assert _stock(service, ids[0]) == 10
+        assert monolith.get("/orders", headers=account.headers).json() == []
+
+        system.fault.delay_seconds = 0.6  # slow, but within the timeout
+        placed = monolith.post(
+            "/orders",
+            headers={**account.headers, "Idempotency-Key": "k1"},
+            json={"items": [{"product_id": ids[0], "quantity": 4}]},
+        )
+        assert placed.status_code == 201, placed.text
+        system.fault.delay_seconds = 0
+        assert _stock(service, ids[0]) == 6
