@@ -14,12 +14,13 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from proxy.body import BodyReader, BodyTooLarge, ClientGone
 from proxy.decision import READ_METHODS, Decision, decide, subject_of
+from proxy.exchange import FAILOVER_STATUSES, UpstreamFailure, call_upstream
 from proxy.headers import (
     IncomingHeaders,
     downstream_headers,
@@ -30,7 +31,7 @@ from proxy.headers import (
 )
 from proxy.metrics import ProxyMetrics
 from proxy.paths import BadPath, normalise_path
-from proxy.runtime import CapabilityRoute, RoutingState, Upstream
+from proxy.runtime import CapabilityRoute, RoutingState
 from proxy.shadow import ShadowJob, ShadowRecorder
 from strangler.phases import Side
 from strangler.problems import problem_response
@@ -44,53 +45,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("strangler.proxy")
 
-_FAILOVER_STATUSES = frozenset({502, 503, 504})
 _DEFAULT_ROUTE = "(default)"
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-class _ClientGone(Exception):
-    pass
-
-
-@dataclass(frozen=True)
-class _Failure:
-    """An upstream call that produced no usable response."""
-
-    reason: str
-    status: int  # what the client gets when there is no fallback: 502, 503 or 504
-    counts_against_breaker: bool
-
-
-class _BodyReader:
-    """Reads the request body from ASGI `receive`, counting it against the limit."""
-
-    def __init__(self, receive: Receive, limit: int, done: asyncio.Event) -> None:
-        self._receive = receive
-        self._limit = limit
-        self._done = done
-        self.read = 0
-
-    async def stream(self) -> AsyncIterator[bytes]:
-        while True:
-            message = await self._receive()
-            if message["type"] == "http.disconnect":
-                raise _ClientGone()
-            chunk: bytes = message.get("body", b"")
-            self.read += len(chunk)
-            if self.read > self._limit:
-                raise _BodyTooLarge()
-            if chunk:
-                yield chunk
-            if not message.get("more_body", False):
-                self._done.set()
-                return
-
-    async def buffer(self) -> bytes:
-        return b"".join([chunk async for chunk in self.stream()])
 
 
 class Forwarder:
@@ -131,7 +86,7 @@ class Forwarder:
                 raise
             if task is not None:
                 task.uncancel()
-        except _ClientGone:
+        except ClientGone:
             pass
         finally:
             watcher.cancel()
@@ -224,7 +179,7 @@ class Forwarder:
                 )
                 return
         has_body = incoming.chunked or bool(content_length)
-        reader = _BodyReader(receive, options.body_limit_bytes, body_done)
+        reader = BodyReader(receive, options.body_limit_bytes, body_done)
 
         query: bytes = scope.get("query_string", b"")
         target = path.encode() + (b"?" + query if query else b"")
@@ -250,8 +205,8 @@ class Forwarder:
                 content = await reader.buffer()  # replayable on the monolith
             else:
                 content = reader.stream()
-            outcome = await self._exchange(primary, method, target, headers, content)
-        except _BodyTooLarge:
+            outcome = await call_upstream(self._metrics, primary, method, target, headers, content)
+        except BodyTooLarge:
             await self._problem(
                 scope,
                 receive,
@@ -263,23 +218,23 @@ class Forwarder:
 
         answered_by = primary
         fallback_reason: str | None = None
-        if isinstance(outcome, _Failure) and fallback is not None:
+        if isinstance(outcome, UpstreamFailure) and fallback is not None:
             fallback_reason = outcome.reason
             self._metrics.fallbacks.labels(label, outcome.reason).inc()
             answered_by = fallback
-            outcome = await self._exchange(fallback, method, target, headers, content)
+            outcome = await call_upstream(self._metrics, fallback, method, target, headers, content)
         elif (
             isinstance(outcome, httpx.Response)
             and fallback is not None
-            and (outcome.status_code in _FAILOVER_STATUSES)
+            and (outcome.status_code in FAILOVER_STATUSES)
         ):
             fallback_reason = f"status_{outcome.status_code}"
             self._metrics.fallbacks.labels(label, fallback_reason).inc()
             await outcome.aclose()
             answered_by = fallback
-            outcome = await self._exchange(fallback, method, target, headers, content)
+            outcome = await call_upstream(self._metrics, fallback, method, target, headers, content)
 
-        if isinstance(outcome, _Failure):
+        if isinstance(outcome, UpstreamFailure):
             status = outcome.status
             detail = {
                 502: f"The upstream {answered_by.name} could not be reached or answered badly.",
@@ -368,46 +323,6 @@ class Forwarder:
                         ignore_fields=frozenset(route.config.ignore_fields),
                     )
                 )
-
-    async def _exchange(
-        self,
-        upstream: Upstream,
-        method: str,
-        target: bytes,
-        headers: list[tuple[bytes, bytes]],
-        content: bytes | AsyncIterator[bytes] | None,
-    ) -> httpx.Response | _Failure:
-        """One call to `upstream`, up to its response headers; failures become _Failure."""
-        breaker = upstream.breaker
-        if not breaker.allow():
-            return _Failure("breaker_open", 503, counts_against_breaker=False)
-        client = upstream.client
-        request = client.build_request(
-            method, upstream.origin.copy_with(raw_path=target), headers=headers, content=content
-        )
-        verdict: bool | None = None
-        try:
-            async with asyncio.timeout(upstream.config.total_timeout):
-                response = await client.send(request, stream=True)
-        except httpx.PoolTimeout:
-            return _Failure("pool_exhausted", 503, counts_against_breaker=False)
-        except (httpx.TimeoutException, TimeoutError):
-            verdict = False
-            return _Failure("timeout", 504, counts_against_breaker=True)
-        except httpx.TransportError:
-            verdict = False
-            return _Failure("connect_error", 502, counts_against_breaker=True)
-        else:
-            verdict = response.status_code not in _FAILOVER_STATUSES
-            return response
-        finally:
-            if verdict is True:
-                breaker.record_success()
-            elif verdict is False:
-                breaker.record_failure()
-            else:
-                breaker.record_abandoned()
-            self._metrics.set_breaker(upstream.name, breaker.state.value)
 
     @staticmethod
     async def _problem(

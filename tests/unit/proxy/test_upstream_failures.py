@@ -16,15 +16,14 @@ import respx
 
 from proxy.breaker import BreakerState
 from proxy.config import RoutingConfig
-from proxy.forward import Forwarder, _Failure
+from proxy.exchange import UpstreamFailure, call_upstream
 from proxy.metrics import ProxyMetrics
 from proxy.runtime import RoutingState, Upstream
-from proxy.shadow import ShadowRecorder
 
 URL = "http://upstream.test"
 
 
-def _upstream(total_timeout: float = 1.0) -> tuple[Forwarder, Upstream]:
+def _upstream(total_timeout: float = 1.0) -> tuple[ProxyMetrics, Upstream]:
     metrics = ProxyMetrics()
     state = RoutingState(metrics)
     config = RoutingConfig.model_validate(
@@ -34,8 +33,7 @@ def _upstream(total_timeout: float = 1.0) -> tuple[Forwarder, Upstream]:
         }
     )
     compiled = state.apply(config)
-    shadow = ShadowRecorder(metrics, queue_size=1, workers=1, samples=1)
-    return Forwarder(state, shadow, metrics, None), compiled.upstreams["monolith"]
+    return metrics, compiled.upstreams["monolith"]
 
 
 @pytest.fixture
@@ -44,9 +42,9 @@ def mock() -> Iterator[respx.MockRouter]:
         yield router
 
 
-def _call(forwarder: Forwarder, upstream: Upstream) -> httpx.Response | _Failure:
-    async def run() -> httpx.Response | _Failure:
-        outcome = await forwarder._exchange(upstream, "GET", b"/x", [], None)
+def _call(metrics: ProxyMetrics, upstream: Upstream) -> httpx.Response | UpstreamFailure:
+    async def run() -> httpx.Response | UpstreamFailure:
+        outcome = await call_upstream(metrics, upstream, "GET", b"/x", [], None)
         if isinstance(outcome, httpx.Response):
             await outcome.aclose()
         return outcome
@@ -66,10 +64,10 @@ def _call(forwarder: Forwarder, upstream: Upstream) -> httpx.Response | _Failure
 def test_an_upstream_failure_becomes_a_verdict_that_counts(
     mock: respx.MockRouter, error: Exception, reason: str, status: int
 ) -> None:
-    forwarder, upstream = _upstream()
+    metrics, upstream = _upstream()
     mock.get(f"{URL}/x").mock(side_effect=error)
-    outcome = _call(forwarder, upstream)
-    assert isinstance(outcome, _Failure)
+    outcome = _call(metrics, upstream)
+    assert isinstance(outcome, UpstreamFailure)
     assert (outcome.reason, outcome.status, outcome.counts_against_breaker) == (
         reason,
         status,
@@ -79,41 +77,41 @@ def test_an_upstream_failure_becomes_a_verdict_that_counts(
 
 
 def test_the_proxys_own_pool_exhaustion_does_not_open_the_breaker(mock: respx.MockRouter) -> None:
-    forwarder, upstream = _upstream()
+    metrics, upstream = _upstream()
     mock.get(f"{URL}/x").mock(side_effect=httpx.PoolTimeout("pool full"))
     for _ in range(5):
-        outcome = _call(forwarder, upstream)
-        assert isinstance(outcome, _Failure) and outcome.reason == "pool_exhausted"
+        outcome = _call(metrics, upstream)
+        assert isinstance(outcome, UpstreamFailure) and outcome.reason == "pool_exhausted"
     assert upstream.breaker.state is BreakerState.CLOSED
 
 
 def test_a_hung_upstream_is_cut_off_by_the_overall_deadline(mock: respx.MockRouter) -> None:
-    forwarder, upstream = _upstream(total_timeout=0.2)
+    metrics, upstream = _upstream(total_timeout=0.2)
 
     async def hang(request: httpx.Request) -> httpx.Response:
         await asyncio.sleep(5)
         return httpx.Response(200)
 
     mock.get(f"{URL}/x").mock(side_effect=hang)
-    outcome = _call(forwarder, upstream)
-    assert isinstance(outcome, _Failure) and outcome.status == 504
+    outcome = _call(metrics, upstream)
+    assert isinstance(outcome, UpstreamFailure) and outcome.status == 504
 
 
 def test_502_503_504_count_as_failures_and_open_the_breaker(mock: respx.MockRouter) -> None:
-    forwarder, upstream = _upstream()
+    metrics, upstream = _upstream()
     mock.get(f"{URL}/x").mock(side_effect=[httpx.Response(503), httpx.Response(504)])
     for _ in range(2):
-        outcome = _call(forwarder, upstream)
+        outcome = _call(metrics, upstream)
         assert isinstance(outcome, httpx.Response)
     assert upstream.breaker.state is BreakerState.OPEN
-    refused = _call(forwarder, upstream)
-    assert isinstance(refused, _Failure) and refused.reason == "breaker_open"
+    refused = _call(metrics, upstream)
+    assert isinstance(refused, UpstreamFailure) and refused.reason == "breaker_open"
 
 
 def test_a_500_is_the_upstreams_answer_not_a_breaker_failure(mock: respx.MockRouter) -> None:
-    forwarder, upstream = _upstream()
+    metrics, upstream = _upstream()
     mock.get(f"{URL}/x").mock(return_value=httpx.Response(500))
     for _ in range(3):
-        outcome = _call(forwarder, upstream)
+        outcome = _call(metrics, upstream)
         assert isinstance(outcome, httpx.Response) and outcome.status_code == 500
     assert upstream.breaker.state is BreakerState.CLOSED
