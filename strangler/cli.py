@@ -19,8 +19,10 @@ from strangler import sync_cli
 from strangler.admin_client import AdminApiError, AdminClient, admin_token_for_up
 from strangler.console import console, fail
 from strangler.coupling import OwnershipConfigError, find_couplings, load_table_ownership
+from strangler.phases import Phase, SyncDirection, routing_of
 from strangler.settings import CliSettings, read_or_create_secret
 from strangler.supervisor import ChildDied, ChildSpec, Supervisor
+from strangler.sync.client import SyncApiError, SyncClient
 
 app = typer.Typer(
     add_completion=False,
@@ -233,6 +235,67 @@ def proxy_set(
 
 
 sync_cli.register(app)
+
+
+@app.command()
+def status() -> None:
+    """Per capability: phase, where reads and writes go, rollout, shadow results, relay lag,
+    dead letters and breakers. Reads the proxy's admin API and each source side's sync API."""
+    settings = CliSettings()
+    try:
+        proxy = _admin().status()
+    except AdminApiError as exc:
+        raise fail(str(exc), exc.hint) from exc
+    token = settings.sync_token_value()
+    table = Table(
+        "capability",
+        "phase",
+        "reads",
+        "writes",
+        "canary %",
+        "shadow compares",
+        "mismatch rate",
+        "sync",
+        "pending",
+        "oldest",
+        "dead letters",
+    )
+    for name, cap in proxy["capabilities"].items():
+        shadow = cap.get("shadow") or {}
+        direction = routing_of(Phase(cap["phase"])).sync
+        lag: dict[str, object] = {}
+        if direction is not None and token:
+            source = (
+                settings.monolith_url
+                if direction is SyncDirection.FORWARD
+                else settings.service_url
+            )
+            client = SyncClient(source, token, name, timeout=5)
+            try:
+                lag = client.lag()
+            except SyncApiError:
+                lag = {"pending": "unreachable"}
+            finally:
+                client.close()
+        oldest = lag.get("oldest_age_seconds")
+        table.add_row(
+            name,
+            cap["phase"],
+            cap["reads"],
+            cap["writes"],
+            f"{cap['canary_percent']:g}",
+            str(shadow.get("compared", 0)),
+            f"{shadow.get('mismatch_rate', 0):.4f}",
+            direction.value if direction else "none",
+            str(lag.get("pending", "-")),
+            f"{oldest:.2f} s" if isinstance(oldest, float) else "-",
+            str(lag.get("dead_letters", "-")),
+        )
+    console.print(table)
+    breakers = ", ".join(f"{n}: {u['breaker']['state']}" for n, u in proxy["upstreams"].items())
+    console.print(f"config version {proxy['config_version']}; breakers: {breakers}")
+    if proxy.get("last_reload_error"):
+        console.print(f"[red]last refused edit:[/] {escape(proxy['last_reload_error'])}")
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ from strangler.problems import Problem
 from strangler.sync.apply import EntitySpec, advance_key_sequence, apply_events, held_version
 from strangler.sync.checksums import key_bounds, range_sums, rows_after, rows_in_range
 from strangler.sync.events import ChangeEvent, EventBatch, OutcomeBatch
-from strangler.sync.outbox import record_change
+from strangler.sync.outbox import outbox_lag, record_change
 from strangler.sync.tables import SyncTables
 
 __all__ = ["sync_router"]
@@ -133,6 +133,20 @@ def sync_router() -> APIRouter:
         if hi - lo > 100_000:
             raise Problem(422, "Ask for at most 100,000 keys of rows at once.")
         return {"rows": rows_in_range(session, _spec(request, entity), lo, hi)}
+
+    @router.get("/lag")
+    def lag(entity: str, request: Request, session: WriteSession) -> dict[str, Any]:
+        """This side's outbox: undelivered events, the oldest one's age, dead letters."""
+        _spec(request, entity)
+        tables = getattr(request.app.state, "sync_tables", {}).get(entity)
+        if tables is None:
+            raise Problem(404, f"This side keeps no outbox for {entity!r}.")
+        found = outbox_lag(session, tables)
+        return {
+            "pending": found.pending,
+            "oldest_age_seconds": found.oldest_age_seconds,
+            "dead_letters": found.dead_letters,
+        }
 
     @router.get("/page")
     def page(

@@ -79,6 +79,10 @@ class SyncClient:
         ]
         return result
 
+    def lag(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/lag")
+        return result
+
     def page(self, after: int, limit: int) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call(
             "GET", "/page", params={"after": after, "limit": limit}

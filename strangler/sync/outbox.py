@@ -4,14 +4,34 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 
-from sqlalchemy import insert
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from strangler.sync.events import ChangeEvent
 from strangler.sync.tables import SyncTables
 
-__all__ = ["record_change"]
+__all__ = ["OutboxLag", "outbox_lag", "record_change"]
+
+
+@dataclass(frozen=True)
+class OutboxLag:
+    """How far behind delivery is: undelivered events, the age of the oldest, dead letters."""
+
+    pending: int
+    oldest_age_seconds: float | None
+    dead_letters: int
+
+
+def outbox_lag(session: Session, tables: SyncTables, now: float | None = None) -> OutboxLag:
+    outbox = tables.outbox
+    pending, oldest = session.execute(
+        select(func.count(), func.min(outbox.c.created_at)).where(outbox.c.delivered_at.is_(None))
+    ).one()
+    dead = session.scalar(select(func.count()).select_from(tables.dead_letters))
+    age = ((time.time() if now is None else now) - oldest) if oldest is not None else None
+    return OutboxLag(pending=pending, oldest_age_seconds=age, dead_letters=dead or 0)
 
 
 def record_change(session: Session, tables: SyncTables, event: ChangeEvent) -> None:

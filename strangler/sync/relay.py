@@ -18,23 +18,17 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Engine, delete, insert, select, update
 
 from strangler.db import Sessions
 from strangler.sync.client import SyncApiError, SyncClient
 from strangler.sync.events import ChangeEvent
+from strangler.sync.outbox import OutboxLag, outbox_lag
 from strangler.sync.tables import SyncTables
 
-__all__ = ["Relay", "RelayLag", "RelayStats"]
+__all__ = ["Relay", "RelayStats"]
 
 log = logging.getLogger("strangler.relay")
-
-
-@dataclass(frozen=True)
-class RelayLag:
-    pending: int
-    oldest_age_seconds: float | None
-    dead_letters: int
 
 
 @dataclass
@@ -162,17 +156,9 @@ class Relay:
         self.stats.batches += 1
         return len(settled)
 
-    def lag(self) -> RelayLag:
-        outbox = self._tables.outbox
+    def lag(self) -> OutboxLag:
         with self._sessions.read() as session:
-            pending, oldest = session.execute(
-                select(func.count(), func.min(outbox.c.created_at)).where(
-                    outbox.c.delivered_at.is_(None)
-                )
-            ).one()
-            dead = session.scalar(select(func.count()).select_from(self._tables.dead_letters))
-        age = (self._clock() - oldest) if oldest is not None else None
-        return RelayLag(pending=pending, oldest_age_seconds=age, dead_letters=dead or 0)
+            return outbox_lag(session, self._tables, self._clock())
 
     def prune(self, older_than_seconds: float) -> int:
         """Delete delivered events older than the retention; return how many went."""

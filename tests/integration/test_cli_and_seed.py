@@ -100,6 +100,8 @@ def up(tmp_path: Path) -> Iterator[Up]:
         "PYTHONUNBUFFERED": "1",
         "STRANGLER_ADMIN_TOKEN": "up-test-token",
         "STRANGLER_PROXY_URL": f"http://127.0.0.1:{proxy_port}",
+        "STRANGLER_MONOLITH_URL": f"http://127.0.0.1:{monolith_port}",
+        "STRANGLER_SERVICE_URL": f"http://127.0.0.1:{service_port}",
         "PROXY_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
         "COLUMNS": "200",
     }
@@ -177,6 +179,13 @@ def test_the_cli_flips_a_capability_through_the_admin_api(up: Up) -> None:
         [*cli, "status"], env=up.env, capture_output=True, text=True, timeout=60
     )
     assert "dual_write" in status.stdout
+    overview = subprocess.run(
+        [*STRANGLER, "status"], env=up.env, capture_output=True, text=True, timeout=60
+    )
+    assert overview.returncode == 0, overview.stderr
+    row = next(line for line in overview.stdout.splitlines() if "products" in line)
+    assert "dual_write" in row and "monolith_to_service" in row
+    assert "unreachable" not in row, overview.stdout
     refused = subprocess.run(
         [*cli, "set", "products", "--phase", "canary"],
         env=up.env,
