@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markdown import Markdown
 from rich.markup import escape
 from rich.table import Table
 
@@ -19,7 +20,9 @@ from strangler import sync_cli
 from strangler.admin_client import AdminApiError, AdminClient, admin_token_for_up
 from strangler.console import console, fail
 from strangler.coupling import OwnershipConfigError, find_couplings, load_table_ownership
-from strangler.phases import Phase, SyncDirection, routing_of
+from strangler.phases import Phase, PhaseFile, SyncDirection, routing_of
+from strangler.runbook import next_command
+from strangler.runbook import render as render_runbook
 from strangler.settings import CliSettings, read_or_create_secret
 from strangler.supervisor import ChildDied, ChildSpec, Supervisor
 from strangler.sync.client import SyncApiError, SyncClient
@@ -296,6 +299,24 @@ def status() -> None:
     console.print(f"config version {proxy['config_version']}; breakers: {breakers}")
     if proxy.get("last_reload_error"):
         console.print(f"[red]last refused edit:[/] {escape(proxy['last_reload_error'])}")
+
+
+@app.command()
+def runbook(
+    capability: Annotated[str, typer.Argument(help="Capability name, e.g. products")],
+    write: Annotated[bool, typer.Option(help="Write runbooks/<capability>.md")] = False,
+) -> None:
+    """Print the migration runbook with the current step marked and the next command."""
+    if write:
+        target = Path("runbooks") / f"{capability}.md"
+        target.parent.mkdir(exist_ok=True)
+        target.write_text(render_runbook(capability))
+        console.print(f"wrote {target}")
+        return
+    current = PhaseFile(CliSettings().routing_file, capability).current()
+    console.print(Markdown(render_runbook(capability, current)))
+    following = next_command(capability, current)
+    console.print(f"[bold]next:[/] {following}" if following else "[bold]done:[/] nothing left")
 
 
 def main() -> None:

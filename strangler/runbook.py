@@ -1,0 +1,161 @@
+"""The migration runbook, generated from the phase definitions: one step per phase.
+
+Each step says what entering the phase does, how to check it is safe (the gate), what to
+watch while in it, and how to roll back. `runbooks/<capability>.md` is this module's output,
+committed; a test fails when the two differ, so the runbook cannot drift from the code.
+The commands it names exist today; automatic gates (`strangler advance`) come with step 4.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from strangler.phases import PHASES, Phase, routing_of
+
+__all__ = ["STEPS", "RunbookStep", "next_command", "render"]
+
+
+@dataclass(frozen=True)
+class RunbookStep:
+    title: str
+    does: str
+    check: tuple[str, ...]
+    watch: tuple[str, ...]
+    rollback: str
+
+
+STEPS: dict[Phase, RunbookStep] = {
+    Phase.MONOLITH: RunbookStep(
+        "The capability lives in the monolith",
+        "Nothing moves. The proxy routes every request to the monolith; the capability must "
+        "already be a module with a public interface and tables of its own.",
+        (
+            "`lint-imports --config boundaries.toml` keeps every contract",
+            "`strangler coupling` reports no foreign key, join or statement into its tables",
+        ),
+        ("the proxy's `strangler_proxy_requests_total` for the capability",),
+        "Nothing to roll back: this is where every capability starts.",
+    ),
+    Phase.DUAL_WRITE: RunbookStep(
+        "Dual-write through the outbox",
+        "Every write of the capability in the monolith also records a change event in its "
+        "outbox, in the same transaction; the relay delivers the events to the service.",
+        (
+            "the service answers `/ready` and its migrations are at head "
+            "(`python -m extracted.products_service migrate`)",
+            "`strangler status` shows the sync direction monolith_to_service and pending near 0",
+        ),
+        ("relay lag (`strangler status`: oldest undelivered)", "dead letters stay at 0"),
+        "Set the phase back to monolith: the outbox stops growing; the service's copy is "
+        "simply no longer fed.",
+    ),
+    Phase.BACKFILLED: RunbookStep(
+        "Backfill the existing rows",
+        "`strangler backfill <capability>` copies every existing row through the service's "
+        "apply path; rows changed meanwhile are already newer there and are not overwritten.",
+        (
+            "the backfill finished with 0 rejected",
+            "`strangler reconcile <capability>` reports 0 differences",
+        ),
+        ("backfill rows/s and ETA", "relay lag while it runs"),
+        "Set the phase back to dual_write; the copied rows do no harm (nothing reads them).",
+    ),
+    Phase.SHADOW: RunbookStep(
+        "Shadow reads",
+        "Reads are still answered by the monolith; a sample is replayed on the service after "
+        "the client has its answer, and the two answers are compared.",
+        ("`strangler reconcile <capability>` reports 0 differences",),
+        (
+            "shadow mismatch rate and sample diffs "
+            "(`/_strangler/capabilities/<capability>/mismatches`)",
+        ),
+        "Set the phase back to backfilled: shadow traffic stops at once.",
+    ),
+    Phase.CANARY: RunbookStep(
+        "Canary reads",
+        "A percentage of users, sticky per user, read from the service; writes still go to "
+        "the monolith. Raise the percentage in steps (10, 50, 100).",
+        ("the shadow mismatch rate is 0 over a meaningful sample (`strangler status`)",),
+        (
+            "5xx and latency of the service against the monolith (proxy metrics)",
+            "fallbacks (`strangler_proxy_fallbacks_total`)",
+            "the service's breaker",
+        ),
+        "Lower the percentage, or set the phase back to shadow: users return to the monolith "
+        "on their next request.",
+    ),
+    Phase.READS_CUTOVER: RunbookStep(
+        "All reads from the service",
+        "Every read goes to the service; failed reads fall back to the monolith, which still "
+        "holds the data. Writes still go to the monolith.",
+        ("the canary's error rate and latency were no worse than the monolith's",),
+        ("fallbacks and breaker state", "relay lag"),
+        "Set the phase back to canary.",
+    ),
+    Phase.WRITES_CUTOVER: RunbookStep(
+        "Writes move to the service",
+        "Writes go to the service, which records its changes in its own outbox; the relay "
+        "runs the other way and keeps the monolith's copy current, which is the way back. "
+        "Orders take stock through the service's reservations.",
+        (
+            "`strangler reconcile <capability>` reports 0 differences",
+            "relay lag is near 0 (`strangler status`) before flipping",
+        ),
+        ("reverse relay lag and dead letters", "order failures (503 from the catalogue)"),
+        "Set the phase back to reads_cutover after the reverse relay has drained: the "
+        "monolith holds every write again.",
+    ),
+    Phase.DECOMMISSIONED: RunbookStep(
+        "Decommission the monolith's copy",
+        "Nothing syncs any more and nothing falls back: the service is the capability.",
+        (
+            "nothing in the monolith calls the capability any more",
+            "a migration drops its tables from the monolith",
+        ),
+        ("the service's error rate",),
+        "Set the phase back to writes_cutover only while the monolith's tables still exist.",
+    ),
+}
+
+
+def next_command(capability: str, current: Phase) -> str | None:
+    if current is PHASES[-1]:
+        return None
+    following = PHASES[current.position + 1]
+    extra = " --canary-percent 10" if following is Phase.CANARY else ""
+    return f"strangler proxy set {capability} --phase {following.value}{extra}"
+
+
+def render(capability: str, current: Phase | None = None) -> str:
+    """The runbook as Markdown; `current` marks where the capability is now."""
+    lines = [
+        f"# Runbook: moving `{capability}` out of the monolith",
+        "",
+        "Generated by `strangler runbook "
+        f"{capability} --write` from `strangler/runbook.py` and `strangler/phases.py`; "
+        "do not edit by hand.",
+        "",
+        "| step | phase | reads | writes | sync |",
+        "|---|---|---|---|---|",
+    ]
+    for number, phase in enumerate(PHASES):
+        routing = routing_of(phase)
+        marker = " ← you are here" if phase is current else ""
+        reads = routing.reads.value if routing.reads else "split by canary %"
+        sync = routing.sync.value if routing.sync else "none"
+        lines.append(
+            f"| {number} | `{phase.value}`{marker} | {reads} | {routing.writes.value} | {sync} |"
+        )
+    for number, phase in enumerate(PHASES):
+        step = STEPS[phase]
+        here = " (current)" if phase is current else ""
+        lines += ["", f"## {number}. {step.title}: `{phase.value}`{here}", "", step.does, ""]
+        enter = f"strangler proxy set {capability} --phase {phase.value}"
+        if number:
+            lines += [f"Enter: `{enter}`", ""]
+        lines += ["Check before entering:"]
+        lines += [f"- {c.replace('<capability>', capability)}" for c in step.check]
+        lines += ["", "Watch:"]
+        lines += [f"- {w.replace('<capability>', capability)}" for w in step.watch]
+        lines += ["", f"Roll back: {step.rollback}"]
+    return "\n".join(lines) + "\n"
