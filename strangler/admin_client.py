@@ -10,9 +10,10 @@ from typing import Any
 
 import httpx
 
+from strangler.console import fail
 from strangler.settings import CliSettings, read_or_create_secret
 
-__all__ = ["AdminApiError", "AdminClient", "admin_token_for_up"]
+__all__ = ["AdminApiError", "AdminClient", "admin_or_fail", "admin_token_for_up"]
 
 
 def admin_token_for_up(settings: CliSettings | None = None) -> tuple[str, str]:
@@ -76,3 +77,11 @@ class AdminClient:
 
     def change(self, capability: str, changes: dict[str, Any]) -> dict[str, Any]:
         return self._call("PATCH", f"/capabilities/{capability}", json=changes)
+
+
+def admin_or_fail() -> AdminClient:
+    """An admin client from the CLI settings, or the CLI's error saying what is missing."""
+    try:
+        return AdminClient(CliSettings())
+    except AdminApiError as exc:
+        raise fail(str(exc), exc.hint) from exc

@@ -12,20 +12,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markdown import Markdown
 from rich.markup import escape
 from rich.table import Table
 
-from strangler import sync_cli
-from strangler.admin_client import AdminApiError, AdminClient, admin_token_for_up
+from strangler import migration_cli, sync_cli
+from strangler.admin_client import AdminApiError, admin_or_fail, admin_token_for_up
 from strangler.console import console, fail
 from strangler.coupling import OwnershipConfigError, find_couplings, load_table_ownership
-from strangler.phases import Phase, PhaseFile, SyncDirection, routing_of
-from strangler.runbook import next_command
-from strangler.runbook import render as render_runbook
 from strangler.settings import CliSettings, read_or_create_secret
 from strangler.supervisor import ChildDied, ChildSpec, Supervisor
-from strangler.sync.client import SyncApiError, SyncClient
 
 app = typer.Typer(
     add_completion=False,
@@ -175,18 +170,11 @@ proxy_app = typer.Typer(no_args_is_help=True, help="Read and change the proxy's 
 app.add_typer(proxy_app, name="proxy")
 
 
-def _admin() -> AdminClient:
-    try:
-        return AdminClient(CliSettings())
-    except AdminApiError as exc:
-        raise fail(str(exc), exc.hint) from exc
-
-
 @proxy_app.command("status")
 def proxy_status() -> None:
     """Show each capability's phase, targets, rollout, shadow results and breakers."""
     try:
-        status = _admin().status()
+        status = admin_or_fail().status()
     except AdminApiError as exc:
         raise fail(str(exc), exc.hint) from exc
     table = Table("capability", "phase", "reads", "writes", "canary %", "shadow", "mismatch rate")
@@ -230,7 +218,7 @@ def proxy_set(
         if value is not None
     }
     try:
-        result = _admin().change(capability, changes)
+        result = admin_or_fail().change(capability, changes)
     except AdminApiError as exc:
         raise fail(str(exc), exc.hint) from exc
     for key, new in result["new"].items():
@@ -240,83 +228,7 @@ def proxy_set(
 sync_cli.register(app)
 
 
-@app.command()
-def status() -> None:
-    """Per capability: phase, where reads and writes go, rollout, shadow results, relay lag,
-    dead letters and breakers. Reads the proxy's admin API and each source side's sync API."""
-    settings = CliSettings()
-    try:
-        proxy = _admin().status()
-    except AdminApiError as exc:
-        raise fail(str(exc), exc.hint) from exc
-    token = settings.sync_token_value()
-    table = Table(
-        "capability",
-        "phase",
-        "reads",
-        "writes",
-        "canary %",
-        "shadow compares",
-        "mismatch rate",
-        "sync",
-        "pending",
-        "oldest",
-        "dead letters",
-    )
-    for name, cap in proxy["capabilities"].items():
-        shadow = cap.get("shadow") or {}
-        direction = routing_of(Phase(cap["phase"])).sync
-        lag: dict[str, object] = {}
-        if direction is not None and token:
-            source = (
-                settings.monolith_url
-                if direction is SyncDirection.FORWARD
-                else settings.service_url
-            )
-            client = SyncClient(source, token, name, timeout=5)
-            try:
-                lag = client.lag()
-            except SyncApiError:
-                lag = {"pending": "unreachable"}
-            finally:
-                client.close()
-        oldest = lag.get("oldest_age_seconds")
-        table.add_row(
-            name,
-            cap["phase"],
-            cap["reads"],
-            cap["writes"],
-            f"{cap['canary_percent']:g}",
-            str(shadow.get("compared", 0)),
-            f"{shadow.get('mismatch_rate', 0):.4f}",
-            direction.value if direction else "none",
-            str(lag.get("pending", "-")),
-            f"{oldest:.2f} s" if isinstance(oldest, float) else "-",
-            str(lag.get("dead_letters", "-")),
-        )
-    console.print(table)
-    breakers = ", ".join(f"{n}: {u['breaker']['state']}" for n, u in proxy["upstreams"].items())
-    console.print(f"config version {proxy['config_version']}; breakers: {breakers}")
-    if proxy.get("last_reload_error"):
-        console.print(f"[red]last refused edit:[/] {escape(proxy['last_reload_error'])}")
-
-
-@app.command()
-def runbook(
-    capability: Annotated[str, typer.Argument(help="Capability name, e.g. products")],
-    write: Annotated[bool, typer.Option(help="Write runbooks/<capability>.md")] = False,
-) -> None:
-    """Print the migration runbook with the current step marked and the next command."""
-    if write:
-        target = Path("runbooks") / f"{capability}.md"
-        target.parent.mkdir(exist_ok=True)
-        target.write_text(render_runbook(capability))
-        console.print(f"wrote {target}")
-        return
-    current = PhaseFile(CliSettings().routing_file, capability).current()
-    console.print(Markdown(render_runbook(capability, current)))
-    following = next_command(capability, current)
-    console.print(f"[bold]next:[/] {following}" if following else "[bold]done:[/] nothing left")
+migration_cli.register(app)
 
 
 def main() -> None:

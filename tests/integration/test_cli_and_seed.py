@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -231,3 +232,48 @@ def test_ready_is_503_when_the_database_is_gone(tmp_path: Path) -> None:
         assert response.headers["content-type"] == "application/problem+json"
         assert "not reachable" in response.json()["detail"]
         assert httpx.get(f"{app.base_url}/health").status_code == 200
+
+
+def test_advance_checks_each_gate_with_evidence_and_rollback_goes_back(up: Up) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*STRANGLER, *args], env=up.env, capture_output=True, text=True, timeout=120, cwd=ROOT
+        )
+
+    first = run("advance", "products")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "no data coupling" in first.stdout and "/ready answered 200" in first.stdout
+    assert "monolith -> dual_write" in first.stdout
+
+    blocked = run("advance", "products")
+    assert blocked.returncode == 1
+    assert "no backfill has run" in blocked.stdout and "refused" in blocked.stderr
+
+    assert run("backfill", "products").returncode == 0
+    backfilled = run("advance", "products")
+    assert backfilled.returncode == 0, backfilled.stdout
+    assert "1000 rows, 0 rejected" in backfilled.stdout
+
+    shadow = run("advance", "products")
+    assert shadow.returncode == 0, shadow.stdout
+    assert "0 differences over 1000 / 1000 rows" in shadow.stdout
+
+    no_sample = run("advance", "products")
+    assert no_sample.returncode == 1
+    assert "0 compared (min 100)" in no_sample.stdout
+    assert run("advance", "products", "--force").returncode == 2  # a reason is required
+    forced = run("advance", "products", "--force", "--reason", "sample checked by hand")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert "shadow -> canary" in forced.stdout
+
+    back = run("rollback", "products")
+    assert back.returncode == 0 and "canary -> shadow" in back.stdout
+    audit = [json.loads(line) for line in Path(up.env["PROXY_AUDIT_LOG"]).read_text().splitlines()]
+    assert [e["new"].get("phase") for e in audit] == [
+        "dual_write",
+        "backfilled",
+        "shadow",
+        "canary",
+        "shadow",
+    ]
+    assert audit[3]["reason"].startswith("FORCED past failing gates (shadow reads agree)")
