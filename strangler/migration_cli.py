@@ -210,7 +210,7 @@ def advance(
     )
     following = next_command(capability, target)
     if following:
-        console.print(f"next: {following.replace('strangler proxy set', 'strangler advance')}")
+        console.print(f"next: {following}")
 
 
 def rollback(

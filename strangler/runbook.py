@@ -3,7 +3,8 @@
 Each step says what entering the phase does, how to check it is safe (the gate), what to
 watch while in it, and how to roll back. `runbooks/<capability>.md` is this module's output,
 committed; a test fails when the two differ, so the runbook cannot drift from the code.
-The commands it names exist today; automatic gates (`strangler advance`) come with step 4.
+`strangler advance` checks each step's gates automatically (strangler/gates.py); the "check"
+lines here say the same in words.
 """
 
 from __future__ import annotations
@@ -122,8 +123,8 @@ def next_command(capability: str, current: Phase) -> str | None:
     if current is PHASES[-1]:
         return None
     following = PHASES[current.position + 1]
-    extra = " --canary-percent 10" if following is Phase.CANARY else ""
-    return f"strangler proxy set {capability} --phase {following.value}{extra}"
+    extra = " --percent 10" if following is Phase.CANARY else ""
+    return f"strangler advance {capability}{extra}"
 
 
 def render(capability: str, current: Phase | None = None) -> str:
@@ -150,12 +151,17 @@ def render(capability: str, current: Phase | None = None) -> str:
         step = STEPS[phase]
         here = " (current)" if phase is current else ""
         lines += ["", f"## {number}. {step.title}: `{phase.value}`{here}", "", step.does, ""]
-        enter = f"strangler proxy set {capability} --phase {phase.value}"
         if number:
-            lines += [f"Enter: `{enter}`", ""]
+            enter = f"`strangler advance {capability}`"
+            if phase is Phase.CANARY:
+                enter = (
+                    f"`strangler advance {capability} --percent 10`, then "
+                    "`--percent 50` and `--percent 100`"
+                )
+            lines += [f"Enter (from `{PHASES[number - 1].value}`): {enter}", ""]
         lines += ["Check before entering:"]
         lines += [f"- {c.replace('<capability>', capability)}" for c in step.check]
         lines += ["", "Watch:"]
         lines += [f"- {w.replace('<capability>', capability)}" for w in step.watch]
-        lines += ["", f"Roll back: {step.rollback}"]
+        lines += ["", f"Roll back (`strangler rollback {capability}`): {step.rollback}"]
     return "\n".join(lines) + "\n"

@@ -27,7 +27,5 @@ def test_the_current_step_is_marked_and_the_next_command_named() -> None:
     text = render("products", Phase.SHADOW)
     assert "`shadow` ← you are here" in text
     assert text.count("(current)") == 1
-    assert next_command("products", Phase.SHADOW) == (
-        "strangler proxy set products --phase canary --canary-percent 10"
-    )
+    assert next_command("products", Phase.SHADOW) == "strangler advance products --percent 10"
     assert next_command("products", Phase.DECOMMISSIONED) is None
