@@ -32,7 +32,10 @@ def normalise_path(raw_path: bytes) -> str:
         raise BadPath("encoded slashes, backslashes and NUL are not accepted in paths")
     segments: list[str] = []
     for raw in text.split("/"):
-        segment = unquote(raw, errors="strict")
+        try:
+            segment = unquote(raw, errors="strict")
+        except UnicodeDecodeError as exc:
+            raise BadPath("the path's percent-encoding is not UTF-8") from exc
         if segment in ("", "."):
             continue
         if segment == "..":

@@ -93,6 +93,11 @@ def relay(
         while not stop.is_set():
             wanted = _direction(settings, entity, direction)
             if wanted is not current:
+                if worker is not None:
+                    # Finish what the old direction owes before running the other way: an
+                    # event left behind would be overtaken by the new source's versions.
+                    console.print(f"[cyan]relay[/] {entity}: draining {current} before switching")
+                    worker.run(stop, until_drained=True)
                 current = wanted
                 source_db = (
                     settings.monolith_database_url

@@ -39,6 +39,8 @@ class InProcessProductCatalog(ports.ProductCatalog):
             products.reserve_stock(self._session, quantities)
         except products.InsufficientStock as exc:
             raise ports.OutOfStock(exc.product_id, exc.requested, exc.available) from exc
+        except products.WritesMoved as exc:  # the phase moved under this order: retry it
+            raise ports.CatalogUnavailable("product writes just moved to the service") from exc
 
     def release(self) -> None:
         """Nothing to do: the stock change rolls back with the order's transaction."""
@@ -50,10 +52,12 @@ _RETRYABLE = (httpx.TimeoutException, httpx.TransportError)
 class HttpProductCatalog(ports.ProductCatalog):
     """The products service, over HTTP, with timeouts and bounded retries.
 
-    Every attempt to reserve carries the same reservation id, so a reserve that timed out
-    after the service applied it is not counted twice when retried; the service remembers ids
-    released before they were reserved, so a late reserve cannot take stock afterwards.
+    Every retry of a reserve carries the same reservation id, so a reserve that timed out
+    after the service applied it is not counted twice; the service remembers ids released
+    before they were reserved, so a late reserve cannot take stock afterwards.
     """
+
+    remote = True
 
     def __init__(
         self,

@@ -49,7 +49,7 @@ def place_order(
     idempotency_key: IdempotencyKey = None,
 ) -> OrderOut:
     make_catalog: CatalogFactory = request.app.state.product_catalog
-    reservation = service.reservation_id_for(user_id, idempotency_key, body)
+    reservation = service.new_reservation_id(user_id)
     try:
         placed = service.place_order(
             session,

@@ -36,7 +36,13 @@ class CatalogUnavailable(Exception):
 
 
 class ProductCatalog(ABC):
-    """Prices products and takes their stock for an order."""
+    """Prices products and takes their stock for an order.
+
+    `remote` says whether calls leave the process: the use case then holds no database
+    transaction open across them.
+    """
+
+    remote: bool = False
 
     @abstractmethod
     def price_list(self, product_ids: Collection[int]) -> Mapping[int, CatalogItem]:

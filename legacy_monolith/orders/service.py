@@ -33,8 +33,8 @@ __all__ = [
     "UnknownProducts",
     "list_orders",
     "get_order",
+    "new_reservation_id",
     "place_order",
-    "reservation_id_for",
 ]
 
 
@@ -102,6 +102,9 @@ def place_order(
     if not customers.exists(user_id):
         raise UnknownCustomer()
     quantities = {item.product_id: item.quantity for item in request.items}
+    if catalog.remote:
+        # Hold no database transaction (on SQLite: no write lock) across network calls.
+        session.rollback()
     prices = catalog.price_list(quantities.keys())
     missing = sorted(set(quantities) - set(prices))
     if missing:
@@ -145,13 +148,10 @@ def _record(
         session.commit()
     except IntegrityError:
         session.rollback()
+        catalog.release()  # this attempt lost: its reservation is its own to give back
         existing = _find_by_key(session, user_id, idempotency_key) if idempotency_key else None
-        if existing is None or existing.request_fingerprint != fingerprint:
-            catalog.release()
         if existing is None:
             raise
-        # The same request won the race: its reservation id is ours, so the stock it holds
-        # is the stock of the order it recorded.
         return _replay(existing, fingerprint)
     except BaseException:
         session.rollback()
@@ -160,13 +160,15 @@ def _record(
     return PlacedOrder(order, created=True)
 
 
-def reservation_id_for(user_id: int, idempotency_key: str | None, request: OrderIn) -> str:
-    """The stock reservation id of an order attempt: the same for a retried request (same
-    user, key and items), so retries take stock once; fresh when there is no key."""
-    if idempotency_key is None:
-        return f"order-{uuid.uuid4().hex}"
-    key = hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
-    return f"order-{user_id}-{key}-{_fingerprint(request)[:24]}"
+def new_reservation_id(user_id: int) -> str:
+    """A fresh stock reservation id for one attempt to place an order.
+
+    The HTTP adapter's own retries of one call reuse it (so a reserve whose answer was lost is
+    not counted twice); a new attempt (a client retrying with the same Idempotency-Key) gets a
+    new one, and the order's unique key decides which attempt's order stands: the losers give
+    their own reservations back.
+    """
+    return f"order-{user_id}-{uuid.uuid4().hex}"
 
 
 def list_orders(session: Session, user_id: int, *, limit: int) -> Sequence[Order]:

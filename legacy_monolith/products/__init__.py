@@ -3,7 +3,8 @@
 Public interface (nothing else of this package may be imported from outside it):
 - `router`: the `/products` HTTP routes;
 - `metadata`: the tables this capability owns;
-- `ProductSnapshot`, `snapshot_products`, `reserve_stock`, `InsufficientStock`: what the
+- `ProductSnapshot`, `snapshot_products`, `reserve_stock`, `InsufficientStock`,
+  `WritesMoved`: what the
   orders capability's in-process adapter calls (the seam its HTTP adapter replaces later);
 - `ProductCreate`, `add_missing_products`: for seeding;
 - `SYNC_SPEC`, `SYNC_TABLES`, `sessions_info`: for the composition root to serve the sync API
@@ -16,6 +17,7 @@ from legacy_monolith.products.schemas import ProductCreate
 from legacy_monolith.products.service import (
     InsufficientStock,
     ProductSnapshot,
+    WritesMoved,
     add_missing_products,
     reserve_stock,
     sessions_info,
@@ -33,6 +35,7 @@ __all__ = [
     "add_missing_products",
     "metadata",
     "reserve_stock",
+    "WritesMoved",
     "router",
     "sessions_info",
     "snapshot_products",

@@ -30,6 +30,15 @@ def _out(product: Product) -> ProductOut:
     )
 
 
+def _moved() -> Problem:
+    return Problem(
+        503,
+        "Product writes have moved to the products service; this copy only follows it. "
+        "Send the write through the proxy again.",
+        headers={"Retry-After": "1"},
+    )
+
+
 def _not_found(product_id: int) -> Problem:
     return Problem(404, f"No product has id {product_id}.")
 
@@ -69,6 +78,8 @@ def create_product(
         product = service.create_product(session, body)
     except service.SkuTaken as exc:
         raise Problem(409, f"Another product already has the SKU {exc}.") from exc
+    except service.WritesMoved as exc:
+        raise _moved() from exc
     response.headers["Location"] = f"/products/{product.id}"
     return _out(product)
 
@@ -83,6 +94,8 @@ def update_product(
         raise _not_found(product_id) from exc
     except service.SkuTaken as exc:
         raise Problem(409, f"Another product already has the SKU {exc}.") from exc
+    except service.WritesMoved as exc:
+        raise _moved() from exc
 
 
 @router.delete("/{product_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -91,4 +104,6 @@ def delete_product(product_id: int, session: WriteSession, _user: CurrentUserId)
         service.delete_product(session, product_id)
     except service.ProductNotFound as exc:
         raise _not_found(product_id) from exc
+    except service.WritesMoved as exc:
+        raise _moved() from exc
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from legacy_monolith.products.models import DATA_COLUMNS, SYNC_TABLES, Product
 from legacy_monolith.products.schemas import ProductCreate, ProductPatch
-from strangler.phases import PhaseFile, SyncDirection
+from strangler.phases import PhaseFile, Side, SyncDirection, routing_of
 from strangler.sync.events import ChangeEvent
 from strangler.sync.outbox import record_change
 
@@ -25,11 +25,27 @@ def sessions_info(phase_file: PhaseFile) -> dict[str, object]:
     return {CHANGE_FEED: phase_file}
 
 
+class WritesMoved(Exception):
+    """The phase says products are written by the products service now: a write here would
+    be neither kept on the way back nor seen by the service."""
+
+
+def _ensure_writes_here(session: Session) -> None:
+    phase_file = session.info.get(CHANGE_FEED)
+    if (
+        isinstance(phase_file, PhaseFile)
+        and routing_of(phase_file.current()).writes is Side.SERVICE
+    ):
+        session.rollback()
+        raise WritesMoved(phase_file.current().value)
+
+
 def _emit(session: Session, product_id: int, *, deleted_version: int | None = None) -> None:
     """Write the product's change event to the outbox when the phase syncs monolith -> service.
 
     Called inside the write's transaction, after the change: both commit or neither does.
     """
+    _ensure_writes_here(session)  # checked again at the end: the phase may have just moved
     phase_file = session.info.get(CHANGE_FEED)
     if not isinstance(phase_file, PhaseFile) or phase_file.sync() is not SyncDirection.FORWARD:
         return
@@ -112,6 +128,7 @@ def _commit_or_sku_taken(session: Session, sku: str) -> None:
 
 def create_product(session: Session, new: ProductCreate) -> Product:
     """Add a product at version 1; raise SkuTaken when the SKU is in use."""
+    _ensure_writes_here(session)
     if session.scalar(select(Product.id).where(Product.sku == new.sku)) is not None:
         raise SkuTaken(new.sku)
     product = Product(
@@ -171,6 +188,7 @@ _CHUNK = 5000
 
 def update_product(session: Session, product_id: int, patch: ProductPatch) -> Product:
     """Apply a partial update and bump the version; the row is locked while it changes."""
+    _ensure_writes_here(session)
     product = session.get(Product, product_id, with_for_update=True)
     if product is None:
         raise ProductNotFound(product_id)
@@ -193,6 +211,7 @@ def update_product(session: Session, product_id: int, patch: ProductPatch) -> Pr
 
 
 def delete_product(session: Session, product_id: int) -> None:
+    _ensure_writes_here(session)
     product = session.get(Product, product_id, with_for_update=True)
     if product is None:
         raise ProductNotFound(product_id)

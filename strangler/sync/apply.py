@@ -97,21 +97,49 @@ def apply_events(
     deadlock each other.
     """
     order = sorted(range(len(events)), key=lambda i: events[i].key)
+    _lock_keys(session, spec, [events[i].key for i in order])
+    result: list[ApplyOutcome | None] = [None] * len(events)
     savepoint = session.begin_nested()
     try:
         outcomes = _apply_batch(session, spec, [events[i] for i in order])
     except IntegrityError:
         savepoint.rollback()
-        outcomes = [_apply_in_savepoint(session, spec, events[i]) for i in order]
+        clashed = []
+        for i in order:
+            result[i], clash = _apply_in_savepoint(session, spec, events[i])
+            if clash:
+                clashed.append(i)
+        # A unique value can move between rows (SKU X from p2 to p1): in key order p1 may
+        # come first and clash. Once the rest of the batch is in, try those again in the
+        # order the source wrote them.
+        for i in sorted(clashed):
+            result[i], _ = _apply_in_savepoint(session, spec, events[i])
+        return [o for o in result if o is not None]
     except Exception:
         savepoint.rollback()
         raise
-    else:
-        savepoint.commit()
-    result: list[ApplyOutcome | None] = [None] * len(events)
+    savepoint.commit()
     for position, outcome in zip(order, outcomes, strict=True):
         result[position] = outcome
     return [o for o in result if o is not None]
+
+
+def _lock_keys(session: Session, spec: EntitySpec, keys: list[int]) -> None:
+    """On PostgreSQL, take a transaction-scoped advisory lock per key, in key order.
+
+    Row locks cannot cover a key that has no row yet: two appliers could then both decide on
+    the same absent key (one inserting a tombstone, the other a row) and resurrect a delete.
+    SQLite needs nothing here: its write transactions are serial.
+    """
+    if not keys or session.get_bind().dialect.name != "postgresql":
+        return
+    session.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(hashtextextended(:entity || ':' || k::text, 0)) "
+            "FROM (SELECT DISTINCT unnest(CAST(:keys AS bigint[])) AS k ORDER BY 1) AS ordered"
+        ),
+        {"entity": spec.name, "keys": keys},
+    )
 
 
 def _apply_batch(
@@ -200,10 +228,13 @@ def _apply_batch(
     return outcomes
 
 
-def _apply_in_savepoint(session: Session, spec: EntitySpec, event: ChangeEvent) -> ApplyOutcome:
-    """One event in its own savepoint. A constraint failure is tried once more: a concurrent
-    applier (backfill and relay at once) may have inserted the same key in between, and the
-    second look then sees its version; one that fails twice is rejected with the reason."""
+def _apply_in_savepoint(
+    session: Session, spec: EntitySpec, event: ChangeEvent
+) -> tuple[ApplyOutcome, bool]:
+    """One event in its own savepoint; also says whether it was rejected by a constraint.
+
+    A constraint failure is tried once more at once: a concurrent applier may have inserted
+    the same key in between, and the second look sees its version."""
     for attempt in (1, 2):
         savepoint = session.begin_nested()
         try:
@@ -212,9 +243,10 @@ def _apply_in_savepoint(session: Session, spec: EntitySpec, event: ChangeEvent) 
             savepoint.rollback()
             if attempt == 2:
                 reason = str(exc.orig).splitlines()[0] if exc.orig else str(exc)
-                return ApplyOutcome(
+                rejected = ApplyOutcome(
                     event_id=event.event_id, outcome="rejected", reason=reason[:500]
                 )
+                return rejected, True
             continue
         except Exception:
             savepoint.rollback()
@@ -223,7 +255,7 @@ def _apply_in_savepoint(session: Session, spec: EntitySpec, event: ChangeEvent) 
             savepoint.commit()
         else:
             savepoint.rollback()
-        return outcome
+        return outcome, False
     raise AssertionError("unreachable")
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, delete, insert, select, update
 
 from strangler.db import Sessions
-from strangler.sync.client import SyncApiError, SyncClient
+from strangler.sync.client import SyncClient
 from strangler.sync.events import ChangeEvent
 from strangler.sync.outbox import OutboxLag, outbox_lag
 from strangler.sync.tables import SyncTables
@@ -200,9 +200,9 @@ class Relay:
                         return
                     stop.wait(idle_seconds)
                 # a full batch means more is waiting: go again at once
-            except SyncApiError as exc:
+            except Exception as exc:  # the target, the database, a malformed answer: all retried
                 self.stats.failures += 1
                 pause = random.uniform(backoff / 2, backoff)  # jitter
-                log.warning("delivery failed (%s); retrying in %.1f s", exc, pause)
+                log.warning("delivery failed (%r); retrying in %.1f s", exc, pause)
                 stop.wait(pause)
                 backoff = min(backoff * 2, max_backoff_seconds)

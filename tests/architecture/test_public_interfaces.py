@@ -24,6 +24,7 @@ PUBLIC = {
         "SYNC_SPEC",
         "SYNC_TABLES",
         "InsufficientStock",
+        "WritesMoved",
         "ProductCreate",
         "ProductSnapshot",
         "add_missing_products",

@@ -72,3 +72,17 @@ def test_when_the_event_cannot_be_recorded_the_change_does_not_happen(sessions: 
         product = get_product(session, 1)
         assert (product.name, product.version) == ("Kettle", 1)
         assert session.scalar(select(func.count()).select_from(text("products_outbox_gone"))) == 1
+
+
+def test_after_writes_cut_over_the_monolith_refuses_product_writes(
+    sessions: Sessions, tmp_path: Path
+) -> None:
+    (tmp_path / "routing.toml").write_text('[capabilities.products]\nphase = "writes_cutover"\n')
+    with sessions.write() as session, pytest.raises(products.WritesMoved):
+        update_product(session, 1, ProductPatch(name="lost?"))
+    with sessions.write() as session, pytest.raises(products.WritesMoved):
+        products.reserve_stock(session, {1: 1})
+    with sessions.read() as session:
+        product = get_product(session, 1)
+        assert (product.name, product.stock, product.version) == ("Kettle", 1, 1)
+    assert _events(sessions) == [(1, 1, "upsert")]

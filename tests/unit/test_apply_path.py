@@ -122,3 +122,14 @@ def test_later_batches_update_rows_in_place(target: tuple[Session, EntitySpec]) 
     outcomes = apply_events(session, spec, [_up(2, 3), _up(1, 2), _up(2, 2), _gone(1, 3)])
     assert [o.outcome for o in outcomes] == ["applied", "applied", "duplicate", "applied"]
     assert _state(session, spec) == {2: (3, "n2v3")}
+
+
+def test_a_unique_value_moving_between_rows_applies_in_one_batch(
+    target: tuple[Session, EntitySpec],
+) -> None:
+    """The source gives name X from key 2 to key 1; key order meets key 1's event first."""
+    session, spec = target
+    apply_events(session, spec, [_up(1, 1, "W"), _up(2, 1, "X")])
+    outcomes = apply_events(session, spec, [_up(2, 2, "Y"), _up(1, 2, "X")])
+    assert [o.outcome for o in outcomes] == ["applied", "applied"]
+    assert _state(session, spec) == {1: (2, "X"), 2: (2, "Y")}

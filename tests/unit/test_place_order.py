@@ -109,12 +109,6 @@ def test_an_order_that_cannot_be_recorded_gives_its_stock_back(session: Session)
     assert _orders(session) == 0
 
 
-def test_retries_of_one_request_share_a_reservation_id_and_new_keys_do_not() -> None:
-    request, other = _request((1, 1)), _request((1, 2))
-    first = service.reservation_id_for(USER, "k", request)
-    assert first == service.reservation_id_for(USER, "k", request)
-    assert first != service.reservation_id_for(USER, "k", other)
-    assert first != service.reservation_id_for(USER + 1, "k", request)
-    assert service.reservation_id_for(USER, None, request) != service.reservation_id_for(
-        USER, None, request
-    )
+def test_each_attempt_gets_its_own_reservation_id() -> None:
+    assert service.new_reservation_id(USER) != service.new_reservation_id(USER)
+    assert service.new_reservation_id(USER).startswith(f"order-{USER}-")
