@@ -38,8 +38,13 @@ async def call_upstream(
     target: bytes,
     headers: list[tuple[bytes, bytes]],
     content: bytes | AsyncIterator[bytes] | None,
+    body_done: asyncio.Event | None = None,
 ) -> httpx.Response | UpstreamFailure:
-    """One call to `upstream`, up to its response headers; failures become UpstreamFailure."""
+    """One call to `upstream`, up to its response headers; failures become UpstreamFailure.
+
+    `body_done` is set once the client's streamed body has been read: a timeout before that
+    is the client's slowness (408), not the upstream's, and does not count against it.
+    """
     breaker = upstream.breaker
     if not breaker.allow():
         return UpstreamFailure("breaker_open", 503, counts_against_breaker=False)
@@ -54,6 +59,8 @@ async def call_upstream(
     except httpx.PoolTimeout:
         return UpstreamFailure("pool_exhausted", 503, counts_against_breaker=False)
     except (httpx.TimeoutException, TimeoutError):
+        if body_done is not None and not body_done.is_set():
+            return UpstreamFailure("client_body_timeout", 408, counts_against_breaker=False)
         verdict = False
         return UpstreamFailure("timeout", 504, counts_against_breaker=True)
     except httpx.TransportError:

@@ -31,7 +31,7 @@ from proxy.headers import (
 )
 from proxy.metrics import ProxyMetrics
 from proxy.paths import BadPath, normalise_path
-from proxy.runtime import CapabilityRoute, RoutingState
+from proxy.runtime import CapabilityRoute, RoutingState, Upstream
 from proxy.shadow import ShadowJob, ShadowRecorder
 from strangler.phases import Side
 from strangler.problems import problem_response
@@ -46,6 +46,10 @@ Send = Callable[[Message], Awaitable[None]]
 log = logging.getLogger("strangler.proxy")
 
 _DEFAULT_ROUTE = "(default)"
+
+
+class _CutOff(Exception):
+    """The upstream failed after the response had started."""
 
 
 class Forwarder:
@@ -205,7 +209,9 @@ class Forwarder:
                 content = await reader.buffer()  # replayable on the monolith
             else:
                 content = reader.stream()
-            outcome = await call_upstream(self._metrics, primary, method, target, headers, content)
+            outcome = await call_upstream(
+                self._metrics, primary, method, target, headers, content, body_done
+            )
         except BodyTooLarge:
             await self._problem(
                 scope,
@@ -240,6 +246,7 @@ class Forwarder:
                 502: f"The upstream {answered_by.name} could not be reached or answered badly.",
                 503: f"The upstream {answered_by.name} is failing; its circuit breaker is open.",
                 504: f"The upstream {answered_by.name} did not answer in time.",
+                408: "The request body did not arrive in time.",
             }[status]
             retry = {"Retry-After": str(int(compiled.config.breaker.cooldown_seconds) or 1)}
             await self._problem(
@@ -284,7 +291,7 @@ class Forwarder:
                 }
             )
             async with asyncio.timeout(answered_by.config.total_timeout):
-                async for chunk in response.aiter_raw():
+                async for chunk in self._body_or_cut(response, answered_by, label):
                     if capture is not None:
                         if len(capture) + len(chunk) > cap:
                             capture, too_large = None, True
@@ -293,6 +300,8 @@ class Forwarder:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             flags["finishing"] = True
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except (_CutOff, TimeoutError):
+            return  # uvicorn closes a connection whose response did not complete
         finally:
             await response.aclose()
         self._metrics.observe(
@@ -323,6 +332,19 @@ class Forwarder:
                         ignore_fields=frozenset(route.config.ignore_fields),
                     )
                 )
+
+    async def _body_or_cut(
+        self, response: httpx.Response, upstream: Upstream, label: str
+    ) -> AsyncIterator[bytes]:
+        """The response body; if the upstream fails mid-body, the status line is already with
+        the client, so the only honest signal left is to cut the connection: log and stop."""
+        try:
+            async for chunk in response.aiter_raw():
+                yield chunk
+        except (httpx.HTTPError, TimeoutError) as exc:
+            log.warning("%s %s failed after the response started: %r", label, upstream.name, exc)
+            self._metrics.observe(label, upstream.name, 502, 0.0)
+            raise _CutOff() from exc
 
     @staticmethod
     async def _problem(

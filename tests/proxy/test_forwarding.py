@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.proxy.conftest import ADMIN_TOKEN, Proxy, ProxyFactory, routing_document
 from tests.support.problems import assert_problem
@@ -236,3 +237,39 @@ def test_a_forced_target_needs_the_admin_token(
         "service",
     ]
     assert not any(name.startswith("x-strangler") for name, _ in _seen(right)["headers"])
+
+
+def _short_deadline_proxy(
+    proxy_factory: ProxyFactory, echo_monolith: RunningApp, echo_service: RunningApp
+) -> Proxy:
+    document = routing_document(echo_monolith.base_url, echo_service.base_url)
+    document["upstreams"]["monolith"].update(total_timeout=1.0, read_timeout=1.0)
+    return proxy_factory(document)
+
+
+def test_a_slow_upload_is_the_clients_408_not_a_failure_of_the_upstream(
+    proxy_factory: ProxyFactory, echo_monolith: RunningApp, echo_service: RunningApp
+) -> None:
+    proxy = _short_deadline_proxy(proxy_factory, echo_monolith, echo_service)
+
+    def trickle() -> Any:
+        for _ in range(6):
+            time.sleep(0.4)
+            yield b"x" * 10
+
+    assert_problem(proxy.client.post("/upload", content=trickle()), 408, "did not arrive")
+    breaker = proxy.status()["upstreams"]["monolith"]["breaker"]
+    assert breaker["consecutive_failures"] == 0
+
+
+def test_an_upstream_failing_mid_body_cuts_the_connection_and_the_proxy_carries_on(
+    proxy_factory: ProxyFactory, echo_monolith: RunningApp, echo_service: RunningApp
+) -> None:
+    proxy = _short_deadline_proxy(proxy_factory, echo_monolith, echo_service)
+    with pytest.raises(httpx.HTTPError):
+        with proxy.client.stream("GET", "/_echo/drip", params={"chunks": 40, "interval": 0.1}) as r:
+            assert r.status_code == 200
+            for _ in r.iter_raw():
+                pass
+    assert _seen(proxy.client.get("/after"))["path"] == "/after"
+    assert "Exception in ASGI application" not in proxy.app.log_text()
