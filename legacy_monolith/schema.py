@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import MetaData
 
 from legacy_monolith import orders, products, users
-from legacy_monolith.platform.naming import NAMING_CONVENTION
+from strangler.db import NAMING_CONVENTION
 
 CAPABILITY_METADATA = {
     "users": users.metadata,

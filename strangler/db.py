@@ -19,6 +19,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 _WRITE_OPTION = "strangler_write_transaction"
 
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+"""Constraint naming for every app's MetaData, so migrations are deterministic."""
+
 
 def create_db_engine(url: str) -> Engine:
     """Create the engine for `url`, with SQLite made safe for concurrent use."""

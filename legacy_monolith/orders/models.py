@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from legacy_monolith.platform.naming import NAMING_CONVENTION
+from strangler.db import NAMING_CONVENTION
 
 
 class OrdersBase(DeclarativeBase):

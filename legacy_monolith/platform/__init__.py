@@ -1,7 +1,7 @@
-"""Shared kernel of the monolith: settings and constraint naming.
+"""Shared kernel of the monolith: its settings.
 
-Sessions, authentication, money and health probes come from the strangler toolkit, which the
-extracted service uses too.
+Sessions, constraint naming, authentication, money and health probes come from the strangler
+toolkit, which the extracted service uses too.
 
 Capabilities may import it; it imports no capability.
 """

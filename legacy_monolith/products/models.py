@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, CheckConstraint, DateTime, Integer, MetaData, String, Text, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from legacy_monolith.platform.naming import NAMING_CONVENTION
+from strangler.db import NAMING_CONVENTION
 from strangler.sync.apply import EntitySpec
 from strangler.sync.tables import sync_tables
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import DateTime, Integer, MetaData, String, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from legacy_monolith.platform.naming import NAMING_CONVENTION
+from strangler.db import NAMING_CONVENTION
 
 
 class UsersBase(DeclarativeBase):
