@@ -18,7 +18,7 @@ import httpx
 from strangler.coupling import find_couplings, load_table_ownership
 from strangler.phases import Phase
 from strangler.sync.client import SyncApiError, SyncClient
-from strangler.sync.reconcile import reconcile
+from strangler.sync.reconcile import reconcile, remember_verdict
 
 __all__ = ["Check", "GateContext", "GateResult", "Thresholds", "gates_for", "run_gates"]
 
@@ -52,6 +52,7 @@ class GateContext:
     source_root: Path
     boundaries_file: Path
     backfill_checkpoint: Path
+    reconcile_record: Path
     thresholds: Thresholds
 
 
@@ -142,6 +143,7 @@ def reconcile_clean(ctx: GateContext) -> GateResult:
         report = reconcile(ctx.monolith, ctx.service)
     except SyncApiError as exc:
         return GateResult("reconcile: 0 differences", False, str(exc))
+    remember_verdict(ctx.reconcile_record, report)
     return GateResult(
         "reconcile: 0 differences",
         report.agree,

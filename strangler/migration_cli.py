@@ -24,6 +24,7 @@ from strangler.runbook import STEPS, next_command
 from strangler.runbook import render as render_runbook
 from strangler.settings import CliSettings
 from strangler.sync.client import SyncApiError, SyncClient
+from strangler.sync.reconcile import last_verdict
 
 __all__ = ["register"]
 
@@ -49,6 +50,7 @@ def status() -> None:
         "pending",
         "oldest",
         "dead letters",
+        "last reconcile",
     )
     for name, cap in proxy["capabilities"].items():
         shadow = cap.get("shadow") or {}
@@ -80,6 +82,7 @@ def status() -> None:
             str(lag.get("pending", "-")),
             f"{oldest:.2f} s" if isinstance(oldest, float) else "-",
             str(lag.get("dead_letters", "-")),
+            last_verdict(settings.state_dir / f"reconcile-{name}.json"),
         )
     console.print(table)
     breakers = ", ".join(f"{n}: {u['breaker']['state']}" for n, u in proxy["upstreams"].items())
@@ -128,6 +131,7 @@ def _gate_context(capability: str, proxy: dict[str, object]) -> GateContext:
         source_root=Path("."),
         boundaries_file=Path("boundaries.toml"),
         backfill_checkpoint=settings.state_dir / f"backfill-{capability}.json",
+        reconcile_record=settings.state_dir / f"reconcile-{capability}.json",
         thresholds=Thresholds(),
     )
 

@@ -34,7 +34,7 @@ from strangler.settings import CliSettings
 from strangler.sync.backfill import Backfill
 from strangler.sync.client import SyncApiError, SyncClient
 from strangler.sync.reconcile import reconcile as run_reconcile
-from strangler.sync.reconcile import repair
+from strangler.sync.reconcile import remember_verdict, repair
 from strangler.sync.relay import Relay
 from strangler.sync.tables import sync_tables
 
@@ -205,6 +205,8 @@ def reconcile(
             after = run_reconcile(source, target)
     except SyncApiError as exc:
         raise fail(str(exc), "check that both sides run and share the sync token") from exc
+    final = after if repaired is not None else report
+    remember_verdict(settings.state_dir / f"reconcile-{entity}.json", final)
     if as_json:
         body = report.as_json()
         if repaired is not None:

@@ -9,14 +9,24 @@ truth at versions above anything either side holds, and applies them to the othe
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from strangler.sync.checksums import split_range
 from strangler.sync.client import SyncClient
 
-__all__ = ["Difference", "ReconcileReport", "reconcile", "repair"]
+__all__ = [
+    "Difference",
+    "ReconcileReport",
+    "last_verdict",
+    "reconcile",
+    "remember_verdict",
+    "repair",
+]
 
 Kind = Literal["missing_in_target", "missing_in_source", "version_differs", "content_differs"]
 
@@ -116,3 +126,22 @@ def repair(source: SyncClient, target: SyncClient, differences: list[Difference]
         outcomes = target.apply(events)
         repaired += sum(o.outcome == "applied" for o in outcomes)
     return repaired
+
+
+def remember_verdict(path: Path, report: ReconcileReport) -> None:
+    """Keep the last reconcile's verdict, for `strangler status`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "agree": report.agree,
+        "differences": len(report.differences),
+    }
+    path.write_text(json.dumps(record))
+
+
+def last_verdict(path: Path) -> str:
+    try:
+        last = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return "never"
+    return f"{last['differences']} differences at {last['at']}"

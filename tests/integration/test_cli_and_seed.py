@@ -266,6 +266,11 @@ def test_advance_checks_each_gate_with_evidence_and_rollback_goes_back(up: Up) -
     assert forced.returncode == 0, forced.stdout + forced.stderr
     assert "shadow -> canary" in forced.stdout
 
+    overview = run("status")
+    assert overview.returncode == 0, overview.stderr
+    row = next(line for line in overview.stdout.splitlines() if "products" in line)
+    assert "0 differences at 20" in row  # the reconcile advance ran, with its timestamp
+
     back = run("rollback", "products")
     assert back.returncode == 0 and "canary -> shadow" in back.stdout
     audit = [json.loads(line) for line in Path(up.env["PROXY_AUDIT_LOG"]).read_text().splitlines()]
