@@ -115,10 +115,6 @@ class ShadowRecorder:
         self._stats(capability).skipped += 1
         self._metrics.shadow.labels(capability, "skipped").inc()
 
-    async def drain(self) -> None:
-        """Wait until every queued job has been handled (tests and shutdown use it)."""
-        await self._queue.join()
-
     async def _work(self) -> None:
         while True:
             job = await self._queue.get()

@@ -20,7 +20,7 @@ from strangler.phases import Phase
 from strangler.sync.client import SyncApiError, SyncClient
 from strangler.sync.reconcile import reconcile, remember_verdict
 
-__all__ = ["Check", "GateContext", "GateResult", "Thresholds", "gates_for", "run_gates"]
+__all__ = ["Check", "GateContext", "GateResult", "Thresholds", "gates_for"]
 
 
 @dataclass(frozen=True)
@@ -229,7 +229,3 @@ GATES: dict[Phase, tuple[Check, ...]] = {
 
 def gates_for(phase: Phase) -> tuple[Check, ...]:
     return GATES.get(phase, ())
-
-
-def run_gates(phase: Phase, ctx: GateContext) -> list[GateResult]:
-    return [check(ctx) for check in gates_for(phase)]
