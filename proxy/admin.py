@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from proxy.config import ConfigError, validate_transition
-from strangler.phases import Phase
+from strangler.phases import Phase, routing_of
 from strangler.problems import Problem, install_problem_handlers
 
 if TYPE_CHECKING:
     from proxy.app import ProxyRuntime
 
-__all__ = ["CapabilityChange", "create_admin_app"]
+__all__ = ["CapabilityChange", "FenceRequest", "create_admin_app"]
+
+log = logging.getLogger("strangler.proxy")
 
 
 class CapabilityChange(BaseModel):
@@ -35,12 +38,25 @@ class CapabilityChange(BaseModel):
     shadow_percent: Annotated[float, Field(ge=0, le=100)] | None = None
     shadow_during_canary: bool | None = None
     reason: Annotated[str, Field(max_length=500)] | None = None
+    # The closed write fence a phase change that moves writes must name (see proxy/fence.py).
+    fence: Annotated[str, Field(max_length=64)] | None = None
 
     def changes(self) -> dict[str, Any]:
-        values = self.model_dump(exclude_none=True, exclude={"reason"})
+        values = self.model_dump(exclude_none=True, exclude={"reason", "fence"})
         if "phase" in values:
             values["phase"] = values["phase"].value
         return values
+
+
+class FenceRequest(BaseModel):
+    """How long held writes may wait, how long the fence lives unattended, and how long to
+    wait for the writes already in flight."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hold_seconds: Annotated[float, Field(gt=0, le=60)] | None = None
+    lease_seconds: Annotated[float, Field(gt=0, le=300)] = 30.0
+    drain_seconds: Annotated[float, Field(gt=0, le=60)] = 10.0
 
 
 def _runtime(request: Request) -> ProxyRuntime:
@@ -100,6 +116,52 @@ def create_admin_app(runtime: ProxyRuntime) -> FastAPI:
     async def audit(_who: Admin, limit: int = 50) -> dict[str, object]:
         return {"entries": runtime.routing_file.audit_tail(max(1, min(limit, 1000)))}
 
+    @app.post("/_strangler/capabilities/{name}/fence")
+    async def close_fence(name: str, body: FenceRequest, who: Admin) -> dict[str, object]:
+        """Hold the capability's writes and wait until none is in flight."""
+        runtime.require_capability(name)
+        fence = runtime.fences.of(name)
+        hold = body.hold_seconds or runtime.state.current.config.proxy.write_hold_seconds
+        try:
+            fence_id = await fence.close(hold, body.lease_seconds, body.drain_seconds)
+        except RuntimeError as exc:
+            raise Problem(409, f"The write fence of {name} is {exc}; open it first.") from exc
+        except TimeoutError as exc:
+            raise Problem(
+                409,
+                f"{fence.in_flight} write(s) to {name} were still in flight after "
+                f"{body.drain_seconds:g} s; the fence was opened again and nothing changed.",
+            ) from exc
+        log.info("write fence %s of %s closed by %s", fence_id, name, who)
+        return {"capability": name, "fence_id": fence_id, **fence.snapshot()}
+
+    @app.delete("/_strangler/capabilities/{name}/fence/{fence_id}")
+    async def open_fence(name: str, fence_id: str, who: Admin) -> dict[str, object]:
+        """Release the held writes; report how long writes paused."""
+        runtime.require_capability(name)
+        fence = runtime.fences.of(name)
+        report = fence.open() if fence.holds(fence_id) else None
+        if report is None:
+            last = fence.last
+            if last is None or last.fence_id != fence_id:
+                raise Problem(404, f"No write fence {fence_id!r} on {name}.")
+            report = last
+        log.info(
+            "write fence %s of %s opened by %s after %.1f ms (%d held)",
+            fence_id,
+            name,
+            who,
+            report.paused_seconds * 1000,
+            report.held_requests,
+        )
+        return {
+            "capability": name,
+            "fence_id": fence_id,
+            "paused_ms": round(report.paused_seconds * 1000, 1),
+            "held_requests": report.held_requests,
+            "expired": report.expired,
+        }
+
     @app.patch("/_strangler/capabilities/{name}")
     async def change(name: str, body: CapabilityChange, who: Admin) -> dict[str, object]:
         runtime.require_capability(name)
@@ -118,6 +180,19 @@ def create_admin_app(runtime: ProxyRuntime) -> FastAPI:
                 validate_transition(current.config, config)
             except ConfigError as exc:
                 raise Problem(422, str(exc)) from exc
+            old_writes = routing_of(before.phase).writes
+            new_writes = routing_of(config.capabilities[name].phase).writes
+            if old_writes is not new_writes and not (
+                body.fence and runtime.fences.of(name).holds(body.fence)
+            ):
+                stale = " The fence named is not closed (its lease ran out?)."
+                raise Problem(
+                    409,
+                    f"Moving {name}'s writes from {old_writes.value} to {new_writes.value} needs "
+                    "the write fence: close it (POST .../fence), wait until the relay drained, "
+                    "then change the phase naming the fence. `strangler advance` and "
+                    "`strangler rollback` do all of this." + (stale if body.fence else ""),
+                )
             runtime.routing_file.write(text)
             runtime.apply(config, who=who, reason=body.reason, audit_what="admin_change")
         after = runtime.state.current.config.capabilities[name]

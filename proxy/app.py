@@ -10,15 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+import httpx
 
 from proxy.admin import create_admin_app
 from proxy.config import ConfigError, RoutingConfig, parse_config
 from proxy.configfile import AuditEntry, RoutingFile
+from proxy.fence import WriteFences
 from proxy.forward import Forwarder
 from proxy.metrics import ProxyMetrics
 from proxy.runtime import RoutingState
+from proxy.ryw import ReadYourWrites
 from proxy.settings import ProxySettings
 from proxy.shadow import ShadowRecorder
 from strangler.phases import routing_of
@@ -66,9 +71,21 @@ class ProxyRuntime:
             samples=options.mismatch_samples,
         )
         self.last_reload_error: str | None = None
-        self.forwarder = Forwarder(self.state, self.shadow, self.metrics, self.admin_token)
+        self.fences = WriteFences()
+        self.ryw = ReadYourWrites(options.ryw_max_pins, options.ryw_max_pin_seconds)
+        self.sync_token = settings.sync_token.get_secret_value() if settings.sync_token else None
+        if self.sync_token is None:
+            log.warning(
+                "no PROXY_SYNC_TOKEN: read-your-writes pins last ryw_max_pin_seconds (%g s) "
+                "instead of until the sync carried the write over",
+                options.ryw_max_pin_seconds,
+            )
+        self.forwarder = Forwarder(
+            self.state, self.shadow, self.metrics, self.admin_token, self.fences, self.ryw
+        )
         self.admin = create_admin_app(self)
         self._watcher: asyncio.Task[None] | None = None
+        self._poller: asyncio.Task[None] | None = None
 
     # -- config changes ---------------------------------------------------------------
     def apply(
@@ -103,6 +120,7 @@ class ProxyRuntime:
         self.signature = signature
         try:
             config = parse_config(self.routing_file.read(), str(self.settings.routing_file))
+            self._warn_unfenced(config)
             self.apply(config, who="routing.toml", audit_what="file_edit")
         except (ConfigError, OSError) as exc:
             self.last_reload_error = str(exc)
@@ -112,6 +130,26 @@ class ProxyRuntime:
         log.info("routing config applied (version %d)", self.state.current.version)
         return True
 
+    def _warn_unfenced(self, config: RoutingConfig) -> None:
+        """A hand edit may move writes without the fence; it is the operator's escape hatch,
+        so it is applied, but said loudly."""
+        current = self.state.current.config.capabilities
+        for name, capability in config.capabilities.items():
+            before = current.get(name)
+            if before is None:
+                continue
+            old, new = routing_of(before.phase).writes, routing_of(capability.phase).writes
+            if old is not new:
+                log.warning(
+                    "routing.toml moved %s's writes from %s to %s by hand, without the write "
+                    "fence: writes in flight or not yet relayed may conflict; run "
+                    "`strangler reconcile %s`",
+                    name,
+                    old.value,
+                    new.value,
+                    name,
+                )
+
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self.settings.reload_interval_seconds)
@@ -119,6 +157,37 @@ class ProxyRuntime:
                 self.reload_if_changed()
             except Exception:  # the watcher must outlive any single bad reload
                 log.exception("routing config reload crashed")
+
+    async def _poll_sync_positions(self) -> None:
+        """Release read-your-writes pins as the write side's outbox is delivered.
+
+        Polls only while users are pinned, each pinned side of each capability once per
+        interval; a failed poll keeps the pins (they expire after ryw_max_pin_seconds).
+        """
+        if self.sync_token is None:
+            return
+        headers = {"Authorization": f"Bearer {self.sync_token}"}
+        async with httpx.AsyncClient(timeout=2.0, trust_env=False, headers=headers) as client:
+            while True:
+                compiled = self.state.current
+                await asyncio.sleep(compiled.config.proxy.ryw_poll_interval_seconds)
+                for name, sides in self.ryw.pinned().items():
+                    route = compiled.capabilities.get(name)
+                    if route is None:
+                        continue
+                    for side in sides:
+                        origin = route.upstream(side).config.origin
+                        started = time.monotonic()
+                        try:
+                            response = await client.get(f"{origin}/internal/sync/{name}/lag")
+                            response.raise_for_status()
+                            lag = response.json()
+                        except (httpx.HTTPError, ValueError) as exc:
+                            log.debug("sync position of %s on %s unknown: %r", name, side, exc)
+                            continue
+                        self.ryw.settle(
+                            name, side, started, lag.get("first_pending_id"), lag.get("last_id")
+                        )
 
     # -- views ------------------------------------------------------------------------
     def require_capability(self, name: str) -> None:
@@ -143,11 +212,13 @@ class ProxyRuntime:
                 "monolith": route.monolith.name,
                 "service": route.service.name,
                 "shadow": stats.snapshot() if stats else None,
+                "fence": self.fences.of(name).snapshot(),
             }
         return {
             "config_version": compiled.version,
             "last_reload_error": self.last_reload_error,
             "capabilities": capabilities,
+            "read_your_writes": self.ryw.snapshot(),
             "upstreams": {
                 name: {"url": u.config.origin, "breaker": u.breaker.snapshot()}
                 for name, u in compiled.upstreams.items()
@@ -172,12 +243,14 @@ class ProxyRuntime:
             if message["type"] == "lifespan.startup":
                 self.shadow.start()
                 self._watcher = asyncio.create_task(self._watch())
+                self._poller = asyncio.create_task(self._poll_sync_positions())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if self._watcher is not None:
-                    self._watcher.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await self._watcher
+                for task in (self._watcher, self._poller):
+                    if task is not None:
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
                 await self.shadow.stop()
                 await self.state.aclose()
                 await send({"type": "lifespan.shutdown.complete"})

@@ -76,8 +76,11 @@ class CapabilityConfig(_Strict):
     shadow_during_canary: bool = False
     ignore_fields: list[str] = []
     sticky_key: Literal["subject", "cookie"] = "subject"
+    # Paths outside the capability whose writes change its data (orders take stock): the
+    # write fence holds them too, and they pin their user for read-your-writes.
+    related_write_prefixes: list[str] = []
 
-    @field_validator("prefixes")
+    @field_validator("prefixes", "related_write_prefixes")
     @classmethod
     def _normalised_prefixes(cls, prefixes: list[str]) -> list[str]:
         cleaned = []
@@ -102,6 +105,13 @@ class ProxyOptions(_Strict):
     shadow_body_cap_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024
     mismatch_samples: Annotated[int, Field(ge=1, le=1000)] = 50
     sticky_cookie: str = "strangler_sticky"
+    # A write held by the write fence longer than this is answered 503 with Retry-After.
+    write_hold_seconds: Seconds = 5.0
+    # Read-your-writes: how often the write side's outbox is polled while users are pinned,
+    # the longest a pin lasts (relay stopped), and how many pins are kept per capability.
+    ryw_poll_interval_seconds: Annotated[float, Field(ge=0.005, le=5)] = 0.05
+    ryw_max_pin_seconds: Seconds = 30.0
+    ryw_max_pins: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -143,6 +153,20 @@ class RoutingConfig(_Strict):
                         f"of capabilities.{owner[prefix]}"
                     )
                 owner[prefix] = name
+        related: dict[str, str] = {}
+        for name, capability in self.capabilities.items():
+            for prefix in capability.related_write_prefixes:
+                if prefix in owner:
+                    raise ValueError(
+                        f"capabilities.{name}.related_write_prefixes: {prefix!r} is a prefix "
+                        f"of capabilities.{owner[prefix]} itself"
+                    )
+                if prefix in related and related[prefix] != name:
+                    raise ValueError(
+                        f"capabilities.{name}.related_write_prefixes: {prefix!r} is already "
+                        f"related to capabilities.{related[prefix]}"
+                    )
+                related[prefix] = name
         return self
 
 

@@ -21,6 +21,7 @@ import httpx
 from proxy.body import BodyReader, BodyTooLarge, ClientGone
 from proxy.decision import READ_METHODS, Decision, decide, subject_of
 from proxy.exchange import FAILOVER_STATUSES, UpstreamFailure, call_upstream
+from proxy.fence import WriteFences
 from proxy.headers import (
     IncomingHeaders,
     downstream_headers,
@@ -31,7 +32,8 @@ from proxy.headers import (
 )
 from proxy.metrics import ProxyMetrics
 from proxy.paths import BadPath, normalise_path
-from proxy.runtime import CapabilityRoute, RoutingState, Upstream
+from proxy.runtime import CapabilityRoute, CompiledConfig, RoutingState, Upstream
+from proxy.ryw import ReadYourWrites
 from proxy.shadow import ShadowJob, ShadowRecorder
 from strangler.phases import Side
 from strangler.problems import problem_response
@@ -61,8 +63,12 @@ class Forwarder:
         shadow: ShadowRecorder,
         metrics: ProxyMetrics,
         admin_token: str | None,
+        fences: WriteFences,
+        ryw: ReadYourWrites,
     ) -> None:
         self._state = state
+        self._fences = fences
+        self._ryw = ryw
         self._shadow = shadow
         self._metrics = metrics
         self._admin_token = admin_token.encode() if admin_token else None
@@ -128,9 +134,7 @@ class Forwarder:
         body_done: asyncio.Event,
         flags: dict[str, bool],
     ) -> None:
-        started = time.perf_counter()
         compiled = self._state.current
-        options = compiled.config.proxy
         incoming = IncomingHeaders.parse(scope["headers"])
         if scope.get("http_version") == "1.1" and len(incoming.hosts) != 1:
             body_done.set()
@@ -146,8 +150,62 @@ class Forwarder:
             await self._problem(scope, receive, send, 400, f"The request path was refused: {exc}.")
             return
         method: str = scope["method"]
+        if method in READ_METHODS:
+            await self._route(scope, receive, send, body_done, flags, compiled, path, incoming)
+            return
+        scoped = compiled.write_scope(path)
+        if scoped is None:
+            await self._route(scope, receive, send, body_done, flags, compiled, path, incoming)
+            return
+        fence = self._fences.of(scoped.policy.name)
+        if not await fence.admit():
+            body_done.set()
+            self._metrics.fence_refusals.labels(scoped.policy.name).inc()
+            await self._problem(
+                scope,
+                receive,
+                send,
+                503,
+                f"Writes to {scoped.policy.name} are held while they move to the other side, "
+                "and this one waited past the bound; retry in a moment.",
+                headers={"Retry-After": "1"},
+            )
+            return
+        try:
+            # A held write goes where the config says once the fence opens: re-read it.
+            compiled = self._state.current
+            scoped = compiled.capabilities.get(scoped.policy.name, scoped)
+            await self._route(
+                scope, receive, send, body_done, flags, compiled, path, incoming, scoped
+            )
+        finally:
+            fence.leave()
+
+    async def _route(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        body_done: asyncio.Event,
+        flags: dict[str, bool],
+        compiled: CompiledConfig,
+        path: str,
+        incoming: IncomingHeaders,
+        write_scope: CapabilityRoute | None = None,
+    ) -> None:
+        """Decide the side, forward, stream the answer back; shadow or fall back if due.
+
+        `write_scope` is the capability a write changes; with a sync running, its user is
+        pinned to the side that took it (read-your-writes).
+        """
+        started = time.perf_counter()
+        options = compiled.config.proxy
+        method: str = scope["method"]
         route = compiled.match(path)
         cookie_to_set: str | None = None
+        pin_key: str | None = None
+        if write_scope is not None and write_scope.policy.routing.sync is not None:
+            pin_key, cookie_to_set = self._sticky_key(write_scope, incoming, options.sticky_cookie)
         if route is None:
             decision = Decision(primary=Side.MONOLITH, shadow=None, fallback_to_monolith=False)
             primary = compiled.default
@@ -155,11 +213,22 @@ class Forwarder:
         else:
             forced = self._forced_side(incoming)
             sticky: str | None = None
-            if route.policy.splits_reads and method in READ_METHODS and forced is None:
-                sticky, cookie_to_set = self._sticky_key(route, incoming, options.sticky_cookie)
-            decision = decide(route.policy, method, sticky, forced)
+            is_read = method in READ_METHODS
+            name = route.policy.name
+            pinned_to: Side | None = None
+            if is_read and forced is None:
+                if route.policy.splits_reads or self._ryw.has_pins(name):
+                    sticky, cookie_to_set = self._sticky_key(route, incoming, options.sticky_cookie)
+                    pinned_to = self._ryw.side_for(name, sticky)
+            if pinned_to is not None:
+                # The user's last write may not have reached the other side: read it where it
+                # was taken, uncompared, and never from a side that may be stale.
+                decision = Decision(primary=pinned_to, shadow=None, fallback_to_monolith=False)
+                self._metrics.pinned_reads.labels(name, pinned_to.value).inc()
+            else:
+                decision = decide(route.policy, method, sticky, forced)
             primary = route.upstream(decision.primary)
-            label = route.policy.name
+            label = name
 
         content_length: int | None = None
         if incoming.content_length is not None:
@@ -265,6 +334,8 @@ class Forwarder:
             return
 
         response = outcome
+        if pin_key is not None and write_scope is not None and response.status_code < 400:
+            self._ryw.pin(write_scope.policy.name, pin_key, write_scope.policy.routing.writes)
         extra = [
             (b"x-strangler-upstream", answered_by.name.encode()),
             (b"x-request-id", request_id),

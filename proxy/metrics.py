@@ -62,6 +62,18 @@ class ProxyMetrics:
             "routing.toml changes refused",
             registry=self.registry,
         )
+        self.pinned_reads = Counter(
+            "strangler_proxy_pinned_reads",
+            "Reads sent to the side that took the user's last write (read-your-writes)",
+            ["capability", "side"],
+            registry=self.registry,
+        )
+        self.fence_refusals = Counter(
+            "strangler_proxy_fence_refusals",
+            "Writes held by a write fence past its bound and answered 503",
+            ["capability"],
+            registry=self.registry,
+        )
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._latency_children: dict[tuple[str, str], Histogram] = {}
 

@@ -68,11 +68,21 @@ class CompiledConfig:
     upstreams: dict[str, Upstream]
     default: Upstream
     trusted: Networks
+    write_scopes: dict[str, CapabilityRoute]
 
     def match(self, path: str) -> CapabilityRoute | None:
         """Longest-prefix match on a normalised path; None means the default route."""
         for candidate in ancestors(path):
             route = self.prefixes.get(candidate)
+            if route is not None:
+                return route
+        return None
+
+    def write_scope(self, path: str) -> CapabilityRoute | None:
+        """The capability whose data a write to `path` changes: its own prefixes or a related
+        one (write fence, read-your-writes)."""
+        for candidate in ancestors(path):
+            route = self.write_scopes.get(candidate)
             if route is not None:
                 return route
         return None
@@ -136,6 +146,7 @@ class RoutingState:
             self._metrics.set_breaker(name, "closed")
         capabilities: dict[str, CapabilityRoute] = {}
         prefixes: dict[str, CapabilityRoute] = {}
+        write_scopes: dict[str, CapabilityRoute] = {}
         for name, capability in config.capabilities.items():
             route = CapabilityRoute(
                 policy=CapabilityPolicy.build(
@@ -153,6 +164,9 @@ class RoutingState:
             capabilities[name] = route
             for prefix in capability.prefixes:
                 prefixes[prefix] = route
+                write_scopes[prefix] = route
+            for prefix in capability.related_write_prefixes:
+                write_scopes[prefix] = route
         compiled = CompiledConfig(
             version=(previous.version + 1) if previous else 1,
             config=config,
@@ -161,6 +175,7 @@ class RoutingState:
             upstreams=upstreams,
             default=upstreams[config.proxy.default_upstream],
             trusted=[ipaddress.ip_network(n, strict=False) for n in config.proxy.trusted_proxies],
+            write_scopes=write_scopes,
         )
         self._current = compiled
         self._metrics.config_version.set(compiled.version)

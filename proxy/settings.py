@@ -12,7 +12,9 @@ class ProxySettings(BaseSettings):
     """Where the routing file and audit log live, where to listen, the admin token.
 
     Without `PROXY_ADMIN_TOKEN` the admin API refuses every change and forced-target headers
-    are ignored.
+    are ignored. `PROXY_SYNC_TOKEN` lets it read the sides' outbox positions, which release
+    read-your-writes pins as soon as the sync carried a write over; without it a pin lasts
+    `ryw_max_pin_seconds`.
     """
 
     model_config = SettingsConfigDict(env_prefix="PROXY_", extra="ignore")
@@ -20,6 +22,7 @@ class ProxySettings(BaseSettings):
     routing_file: Path = Path("routing.toml")
     audit_log: Path = Path("var/routing-audit.jsonl")
     admin_token: SecretStr | None = None
+    sync_token: SecretStr | None = None
     reload_interval_seconds: float = 0.5
     host: str = "127.0.0.1"
     port: int = 8000

@@ -78,6 +78,18 @@ class AdminClient:
     def change(self, capability: str, changes: dict[str, Any]) -> dict[str, Any]:
         return self._call("PATCH", f"/capabilities/{capability}", json=changes)
 
+    def close_fence(
+        self, capability: str, *, lease_seconds: float, drain_seconds: float
+    ) -> dict[str, Any]:
+        return self._call(
+            "POST",
+            f"/capabilities/{capability}/fence",
+            json={"lease_seconds": lease_seconds, "drain_seconds": drain_seconds},
+        )
+
+    def open_fence(self, capability: str, fence_id: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/capabilities/{capability}/fence/{fence_id}")
+
 
 def admin_or_fail() -> AdminClient:
     """An admin client from the CLI settings, or the CLI's error saying what is missing."""

@@ -97,7 +97,11 @@ def up(
             "proxy",
             [python, "-m", "proxy", "serve", "--port", str(proxy_port)],
             f"http://127.0.0.1:{proxy_port}/_strangler/health",
-            env={"PROXY_ADMIN_TOKEN": admin_token, "PROXY_ROUTING_FILE": routing},
+            env={
+                "PROXY_ADMIN_TOKEN": admin_token,
+                "PROXY_SYNC_TOKEN": sync_token,
+                "PROXY_ROUTING_FILE": routing,
+            },
         ),
         ChildSpec(
             "relay",

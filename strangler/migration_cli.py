@@ -25,6 +25,7 @@ from strangler.runbook import render as render_runbook
 from strangler.settings import CliSettings
 from strangler.sync.client import SyncApiError, SyncClient
 from strangler.sync.reconcile import last_verdict
+from strangler.write_switch import SwitchFailed, moves_writes, switch_writes
 
 __all__ = ["register"]
 
@@ -150,11 +151,50 @@ def _current_phase(admin: AdminClient, capability: str) -> tuple[dict[str, objec
     return proxy, Phase(str(capabilities[capability]["phase"]))
 
 
+_DRAIN = typer.Option(
+    min=0.5,
+    max=60,
+    help="When writes move sides: how long the relay may take to drain while writes are held",
+)
+
+
+def _change(
+    admin: AdminClient,
+    capability: str,
+    current: Phase,
+    target: Phase,
+    changes: dict[str, object],
+    drain_seconds: float,
+) -> dict[str, object]:
+    """Apply a phase change; one that moves writes goes behind the write fence."""
+    if not moves_writes(current, target):
+        try:
+            return admin.change(capability, changes)
+        except AdminApiError as exc:
+            raise fail(str(exc), exc.hint) from exc
+    console.print(
+        f"moving {capability}'s writes from {routing_of(current).writes.value} to "
+        f"{routing_of(target).writes.value}: holding writes, draining the relay"
+    )
+    try:
+        report = switch_writes(
+            admin, CliSettings(), capability, current, changes, drain_seconds=drain_seconds
+        )
+    except SwitchFailed as exc:
+        raise fail(str(exc), exc.hint) from exc
+    console.print(
+        f"writes paused {report.paused_ms:.0f} ms ({report.held_requests} request(s) held); "
+        f"the relay delivered the last {report.drained_events} event(s) first"
+    )
+    return report.changed
+
+
 def advance(
     capability: Annotated[str, typer.Argument(help="Capability name, e.g. products")],
     percent: Annotated[float | None, typer.Option(min=0, max=100, help="Canary percentage")] = None,
     force: Annotated[bool, typer.Option(help="Advance even if a gate fails")] = False,
     reason: Annotated[str | None, typer.Option(help="Why (required with --force)")] = None,
+    drain_seconds: Annotated[float, _DRAIN] = 20.0,
 ) -> None:
     """Check the gates of the next phase, print each with its evidence, and advance if all
     pass (exit 1 if one fails). In canary, --percent raises the rollout instead."""
@@ -204,10 +244,7 @@ def advance(
     if failed:
         note = f"FORCED past failing gates ({', '.join(failed)}): {reason}"
     changes["reason"] = note
-    try:
-        changed = admin.change(capability, changes)
-    except AdminApiError as exc:
-        raise fail(str(exc), exc.hint) from exc
+    changed = _change(admin, capability, current, target, changes, drain_seconds)
     console.print(
         f"{capability}: {current.value} -> [bold]{target.value}[/]"
         f" (config version {changed['config_version']})"
@@ -220,6 +257,7 @@ def advance(
 def rollback(
     capability: Annotated[str, typer.Argument(help="Capability name, e.g. products")],
     reason: Annotated[str | None, typer.Option(help="Why, for the audit log")] = None,
+    drain_seconds: Annotated[float, _DRAIN] = 20.0,
 ) -> None:
     """Go back one phase, at any time (no gates: the way back must always be open)."""
     admin = admin_or_fail()
@@ -227,10 +265,8 @@ def rollback(
     if current is PHASES[0]:
         raise fail(f"{capability} is in {current.value}", "there is no phase before it")
     target = PHASES[current.position - 1]
-    try:
-        admin.change(capability, {"phase": target.value, "reason": reason or "rollback"})
-    except AdminApiError as exc:
-        raise fail(str(exc), exc.hint) from exc
+    changes: dict[str, object] = {"phase": target.value, "reason": reason or "rollback"}
+    _change(admin, capability, current, target, changes, drain_seconds)
     console.print(f"{capability}: {current.value} -> [bold]{target.value}[/] (rolled back)")
     console.print(f"how to check: {STEPS[target].rollback}")
 

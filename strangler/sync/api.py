@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
-from strangler.db import WriteSession
+from strangler.db import ReadSession, WriteSession
 from strangler.problems import Problem
 from strangler.sync.apply import EntitySpec, advance_key_sequence, apply_events, held_version
 from strangler.sync.checksums import key_bounds, range_sums, rows_after, rows_in_range
@@ -135,7 +135,7 @@ def sync_router() -> APIRouter:
         return {"rows": rows_in_range(session, _spec(request, entity), lo, hi)}
 
     @router.get("/lag")
-    def lag(entity: str, request: Request, session: WriteSession) -> dict[str, Any]:
+    def lag(entity: str, request: Request, session: ReadSession) -> dict[str, Any]:
         """This side's outbox: undelivered events, the oldest one's age, dead letters."""
         _spec(request, entity)
         tables = getattr(request.app.state, "sync_tables", {}).get(entity)
@@ -146,6 +146,8 @@ def sync_router() -> APIRouter:
             "pending": found.pending,
             "oldest_age_seconds": found.oldest_age_seconds,
             "dead_letters": found.dead_letters,
+            "first_pending_id": found.first_pending_id,
+            "last_id": found.last_id,
         }
 
     @router.get("/page")

@@ -17,21 +17,37 @@ __all__ = ["OutboxLag", "outbox_lag", "record_change"]
 
 @dataclass(frozen=True)
 class OutboxLag:
-    """How far behind delivery is: undelivered events, the age of the oldest, dead letters."""
+    """How far behind delivery is: undelivered events, the age of the oldest, dead letters.
+
+    `first_pending_id` and `last_id` are outbox positions: everything below the first is
+    delivered, and every event committed before this was read is at or below the last. The
+    proxy's read-your-writes pins are released by them.
+    """
 
     pending: int
     oldest_age_seconds: float | None
     dead_letters: int
+    first_pending_id: int | None = None
+    last_id: int | None = None
 
 
 def outbox_lag(session: Session, tables: SyncTables, now: float | None = None) -> OutboxLag:
     outbox = tables.outbox
-    pending, oldest = session.execute(
-        select(func.count(), func.min(outbox.c.created_at)).where(outbox.c.delivered_at.is_(None))
+    last_id = session.scalar(select(func.max(outbox.c.id)))
+    pending, oldest, first = session.execute(
+        select(func.count(), func.min(outbox.c.created_at), func.min(outbox.c.id)).where(
+            outbox.c.delivered_at.is_(None)
+        )
     ).one()
     dead = session.scalar(select(func.count()).select_from(tables.dead_letters))
     age = ((time.time() if now is None else now) - oldest) if oldest is not None else None
-    return OutboxLag(pending=pending, oldest_age_seconds=age, dead_letters=dead or 0)
+    return OutboxLag(
+        pending=pending,
+        oldest_age_seconds=age,
+        dead_letters=dead or 0,
+        first_pending_id=first,
+        last_id=last_id,
+    )
 
 
 def record_change(session: Session, tables: SyncTables, event: ChangeEvent) -> None:

@@ -123,7 +123,22 @@ class Proxy:
         return body
 
     def set(self, **changes: Any) -> dict[str, Any]:
+        """Change products; a phase change that moves writes goes behind the write fence,
+        as `strangler advance` does it (there is no relay to drain here)."""
+        from strangler.phases import Phase, routing_of
+
+        fence_id = None
+        if "phase" in changes:
+            current = Phase(self.status()["capabilities"]["products"]["phase"])
+            if routing_of(current).writes is not routing_of(Phase(changes["phase"])).writes:
+                closed = self.admin("POST", "/capabilities/products/fence", json={})
+                assert closed.status_code == 200, closed.text
+                fence_id = closed.json()["fence_id"]
+                changes = {**changes, "fence": fence_id}
         response = self.admin("PATCH", "/capabilities/products", json=changes)
+        if fence_id is not None:
+            opened = self.admin("DELETE", f"/capabilities/products/fence/{fence_id}")
+            assert opened.status_code == 200, opened.text
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
         return body

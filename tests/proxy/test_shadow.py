@@ -116,6 +116,7 @@ def test_writes_are_never_shadowed(echo_proxy: Proxy, echo_service: RunningApp) 
             echo_proxy.client.request(method, "/products/1").headers["x-strangler-upstream"]
             == "monolith"
         )
-    echo_proxy.client.get("/products/1")
+    # Another user reads: the writer's own reads are pinned to the monolith, unshadowed.
+    httpx.get(f"{echo_proxy.base_url}/products/1")
     _wait_for(lambda: (_shadow_stats(echo_proxy).get("compared") or 0) >= 1)
     assert served() - before == 1
