@@ -3,6 +3,11 @@
 Both bodies are parsed as JSON, the capability's ignored fields are removed wherever they
 appear, and numbers are normalised (12.5, "12.50" and 12.50 are the same price) before the
 canonical forms are compared. A mismatch comes with a unified diff a person can read.
+
+Two answers about different versions of a row are not a disagreement but sync lag (the relay
+has not carried the latest write over yet): with the capability's `version_field` set, such a
+pair is reported as stale, and neither matches nor mismatches. If the copy stays behind, the
+stale count grows and the compared count does not, so a gate waiting for a sample waits.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ _DECIMAL_STRING = re.compile(r"^-?\d+\.\d+$")
 class Comparison:
     matched: bool
     diff: str
+    stale: bool = False
 
 
 def _number(value: Decimal) -> str:
@@ -48,12 +54,31 @@ def _normalise(value: Any, ignore: Collection[str]) -> Any:
     return value
 
 
-def _canonical(body: bytes, ignore: Collection[str]) -> str:
+_UNPARSED = object()
+
+
+def _parse(body: bytes) -> Any:
     try:
-        parsed = json.loads(body) if body else None
+        return json.loads(body) if body else None
     except (ValueError, UnicodeDecodeError):
+        return _UNPARSED
+
+
+def _canonical(body: bytes, parsed: Any, ignore: Collection[str]) -> str:
+    if parsed is _UNPARSED:
         return body.decode("utf-8", errors="replace")
     return json.dumps(_normalise(parsed, ignore), indent=2, sort_keys=True, ensure_ascii=False)
+
+
+def _versions_differ(left: Any, right: Any, field: str) -> bool:
+    """Whether the two documents describe some row at two different versions."""
+    if isinstance(left, dict) and isinstance(right, dict):
+        if field in left and field in right and left[field] != right[field]:
+            return True
+        return any(_versions_differ(left[k], right[k], field) for k in left.keys() & right.keys())
+    if isinstance(left, list) and isinstance(right, list) and len(left) == len(right):
+        return any(_versions_differ(a, b, field) for a, b in zip(left, right, strict=True))
+    return False
 
 
 def compare_responses(
@@ -64,11 +89,15 @@ def compare_responses(
     ignore: Collection[str],
     *,
     labels: tuple[str, str] = ("primary", "shadow"),
+    version_field: str | None = None,
 ) -> Comparison:
-    left = f"status {primary_status}\n{_canonical(primary_body, ignore)}"
-    right = f"status {shadow_status}\n{_canonical(shadow_body, ignore)}"
+    primary, shadow = _parse(primary_body), _parse(shadow_body)
+    left = f"status {primary_status}\n{_canonical(primary_body, primary, ignore)}"
+    right = f"status {shadow_status}\n{_canonical(shadow_body, shadow, ignore)}"
     if left == right:
         return Comparison(matched=True, diff="")
+    if version_field is not None and _versions_differ(primary, shadow, version_field):
+        return Comparison(matched=False, diff="", stale=True)
     diff = difflib.unified_diff(
         left.splitlines(), right.splitlines(), fromfile=labels[0], tofile=labels[1], lineterm=""
     )

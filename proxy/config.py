@@ -75,6 +75,8 @@ class CapabilityConfig(_Strict):
     shadow_percent: Percent = 100
     shadow_during_canary: bool = False
     ignore_fields: list[str] = []
+    # The row version field: shadow answers at different versions are sync lag, not mismatch.
+    version_field: str | None = "version"
     sticky_key: Literal["subject", "cookie"] = "subject"
     # Paths outside the capability whose writes change its data (orders take stock): the
     # write fence holds them too, and they pin their user for read-your-writes.

@@ -67,7 +67,12 @@ async def call_upstream(
         verdict = False
         return UpstreamFailure("connect_error", 502, counts_against_breaker=True)
     else:
-        verdict = response.status_code not in FAILOVER_STATUSES
+        if response.status_code not in FAILOVER_STATUSES:
+            verdict = True
+        elif response.status_code == 503 and "retry-after" in response.headers:
+            verdict = None  # a live app refusing on purpose (e.g. writes moved): no verdict
+        else:
+            verdict = False
         return response
     finally:
         if verdict is True:

@@ -401,6 +401,7 @@ class Forwarder:
                         shadow_url=shadow_upstream.origin.copy_with(raw_path=target),
                         timeout=shadow_upstream.config.total_timeout,
                         ignore_fields=frozenset(route.config.ignore_fields),
+                        version_field=route.config.version_field,
                     )
                 )
 

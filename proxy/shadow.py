@@ -40,6 +40,7 @@ class ShadowJob:
     shadow_url: httpx.URL
     timeout: float
     ignore_fields: Collection[str]
+    version_field: str | None = None
 
 
 @dataclass
@@ -50,6 +51,7 @@ class ShadowStats:
     errors: int = 0
     dropped: int = 0
     skipped: int = 0
+    stale: int = 0
     samples: deque[dict[str, object]] = field(default_factory=lambda: deque(maxlen=50))
 
     def snapshot(self) -> dict[str, object]:
@@ -62,6 +64,7 @@ class ShadowStats:
             "errors": self.errors,
             "dropped": self.dropped,
             "skipped_too_large": self.skipped,
+            "stale": self.stale,
         }
 
 
@@ -143,7 +146,12 @@ class ShadowRecorder:
             response.content,
             job.ignore_fields,
             labels=(job.primary_side, job.shadow_side),
+            version_field=job.version_field,
         )
+        if result.stale:
+            stats.stale += 1
+            self._metrics.shadow.labels(job.capability, "stale").inc()
+            return
         stats.compared += 1
         if result.matched:
             stats.matched += 1

@@ -81,7 +81,11 @@ def up(
         "monolith",
         [*_monolith("serve", "--port", str(monolith_port))],
         f"{monolith_url}/ready",
-        env={"MONOLITH_SYNC_TOKEN": sync_token, "MONOLITH_ROUTING_FILE": routing},
+        env={
+            "MONOLITH_SYNC_TOKEN": sync_token,
+            "MONOLITH_ROUTING_FILE": routing,
+            "MONOLITH_PRODUCTS_SERVICE_URL": service_url,  # the orders adapter after cutover
+        },
     )
     after_monolith = [  # the service needs the token public key the monolith publishes
         ChildSpec(

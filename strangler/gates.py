@@ -140,7 +140,7 @@ def forward_relay_caught_up(ctx: GateContext) -> GateResult:
 
 def reconcile_clean(ctx: GateContext) -> GateResult:
     try:
-        report = reconcile(ctx.monolith, ctx.service)
+        report = reconcile(ctx.monolith, ctx.service, confirm_seconds=3.0)
     except SyncApiError as exc:
         return GateResult("reconcile: 0 differences", False, str(exc))
     remember_verdict(ctx.reconcile_record, report)

@@ -202,7 +202,7 @@ def advance(
         raise fail("--force needs --reason", 'say why, e.g. --reason "gate flaky, checked by hand"')
     admin = admin_or_fail()
     proxy, current = _current_phase(admin, capability)
-    raising = current is Phase.CANARY and percent is not None and percent < 100
+    raising = current is Phase.CANARY and percent is not None
     checks: tuple[Check, ...]
     if raising:
         target, checks = Phase.CANARY, (canary_healthy,)

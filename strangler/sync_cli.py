@@ -98,6 +98,7 @@ def relay(
                     # event left behind would be overtaken by the new source's versions.
                     console.print(f"[cyan]relay[/] {entity}: draining {current} before switching")
                     worker.run(stop, until_drained=True)
+                    worker.release_lease()  # the next relay this way must not wait it out
                 current = wanted
                 source_db = (
                     settings.monolith_database_url
@@ -193,12 +194,18 @@ def reconcile(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
     do_repair: Annotated[bool, typer.Option("--repair", help="Re-emit differing rows")] = False,
     direction: DirectionOption = Direction.AUTO,
+    confirm_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0, max=60, help="Look again this long: rows still in flight are not reported"
+        ),
+    ] = 2.0,
 ) -> None:
     """Compare both sides by range checksums; exit 0 when they agree, 1 when they do not."""
     settings = CliSettings()
     source, target = _sides(settings, entity, _direction(settings, entity, direction))
     try:
-        report = run_reconcile(source, target)
+        report = run_reconcile(source, target, confirm_seconds=confirm_seconds)
         repaired = None
         if do_repair and report.differences:
             repaired = repair(source, target, report.differences)
