@@ -117,9 +117,17 @@ def create_admin_app(runtime: ProxyRuntime) -> FastAPI:
         return {"entries": runtime.routing_file.audit_tail(max(1, min(limit, 1000)))}
 
     @app.post("/_strangler/capabilities/{name}/fence")
-    async def close_fence(name: str, body: FenceRequest, who: Admin) -> dict[str, object]:
+    async def close_fence(
+        name: str, body: FenceRequest, who: Admin, request: Request
+    ) -> dict[str, object]:
         """Hold the capability's writes and wait until none is in flight."""
         runtime.require_capability(name)
+        if body.lease_seconds <= body.drain_seconds:
+            raise Problem(
+                422,
+                f"lease_seconds ({body.lease_seconds:g}) must exceed drain_seconds "
+                f"({body.drain_seconds:g}): the fence would open before it is used.",
+            )
         fence = runtime.fences.of(name)
         hold = body.hold_seconds or runtime.state.current.config.proxy.write_hold_seconds
         try:
@@ -132,6 +140,9 @@ def create_admin_app(runtime: ProxyRuntime) -> FastAPI:
                 f"{fence.in_flight} write(s) to {name} were still in flight after "
                 f"{body.drain_seconds:g} s; the fence was opened again and nothing changed.",
             ) from exc
+        if await request.is_disconnected():
+            fence.open()  # whoever asked is gone and will never open it
+            raise Problem(409, "The caller went away while writes drained; the fence is open.")
         log.info("write fence %s of %s closed by %s", fence_id, name, who)
         return {"capability": name, "fence_id": fence_id, **fence.snapshot()}
 

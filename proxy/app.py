@@ -167,6 +167,7 @@ class ProxyRuntime:
         if self.sync_token is None:
             return
         headers = {"Authorization": f"Bearer {self.sync_token}"}
+        warned = False
         async with httpx.AsyncClient(timeout=2.0, trust_env=False, headers=headers) as client:
             while True:
                 compiled = self.state.current
@@ -182,12 +183,25 @@ class ProxyRuntime:
                             response = await client.get(f"{origin}/internal/sync/{name}/lag")
                             response.raise_for_status()
                             lag = response.json()
-                        except (httpx.HTTPError, ValueError) as exc:
+                            first, last = lag["first_pending_id"], lag["last_id"]
+                        except httpx.HTTPStatusError as exc:
+                            if exc.response.status_code in (401, 403) and not warned:
+                                warned = True
+                                log.warning(
+                                    "the sync token was refused by %s: read-your-writes pins "
+                                    "will last ryw_max_pin_seconds",
+                                    origin,
+                                )
+                            continue
+                        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+                            # An older side without outbox positions counts as unknown, never
+                            # as "nothing pending".
                             log.debug("sync position of %s on %s unknown: %r", name, side, exc)
                             continue
-                        self.ryw.settle(
-                            name, side, started, lag.get("first_pending_id"), lag.get("last_id")
-                        )
+                        try:
+                            self.ryw.settle(name, side, started, first, last)
+                        except Exception:  # the poller must outlive one bad answer
+                            log.exception("read-your-writes poll of %s failed", origin)
 
     # -- views ------------------------------------------------------------------------
     def require_capability(self, name: str) -> None:

@@ -5,8 +5,9 @@ appear, and numbers are normalised (12.5, "12.50" and 12.50 are the same price) 
 canonical forms are compared. A mismatch comes with a unified diff a person can read.
 
 Two answers about different versions of a row are not a disagreement but sync lag (the relay
-has not carried the latest write over yet): with the capability's `version_field` set, such a
-pair is reported as stale, and neither matches nor mismatches. If the copy stays behind, the
+has not carried the latest write over yet): with the capability's `version_field` set, two
+answers that agree once every row seen at two versions (same id) is masked are reported as
+stale, and neither match nor mismatch. If the copy stays behind, the
 stale count grows and the compared count does not, so a gate waiting for a sample waits.
 """
 
@@ -70,15 +71,29 @@ def _canonical(body: bytes, parsed: Any, ignore: Collection[str]) -> str:
     return json.dumps(_normalise(parsed, ignore), indent=2, sort_keys=True, ensure_ascii=False)
 
 
-def _versions_differ(left: Any, right: Any, field: str) -> bool:
-    """Whether the two documents describe some row at two different versions."""
+_LAGGING = "$lagging"
+
+
+def _mask_lagging(left: Any, right: Any, field: str) -> tuple[Any, Any, bool]:
+    """Both documents with every pair of objects that describe the same row (same id, or no
+    id) at different versions replaced by one marker; and whether any was."""
     if isinstance(left, dict) and isinstance(right, dict):
-        if field in left and field in right and left[field] != right[field]:
-            return True
-        return any(_versions_differ(left[k], right[k], field) for k in left.keys() & right.keys())
+        if (
+            field in left
+            and field in right
+            and left[field] != right[field]
+            and left.get("id") == right.get("id")
+        ):
+            return _LAGGING, _LAGGING, True
+        masked_left, masked_right, found = dict(left), dict(right), False
+        for key in left.keys() & right.keys():
+            masked_left[key], masked_right[key], hit = _mask_lagging(left[key], right[key], field)
+            found = found or hit
+        return masked_left, masked_right, found
     if isinstance(left, list) and isinstance(right, list) and len(left) == len(right):
-        return any(_versions_differ(a, b, field) for a, b in zip(left, right, strict=True))
-    return False
+        pairs = [_mask_lagging(a, b, field) for a, b in zip(left, right, strict=True)]
+        return [p[0] for p in pairs], [p[1] for p in pairs], any(p[2] for p in pairs)
+    return left, right, False
 
 
 def compare_responses(
@@ -96,8 +111,12 @@ def compare_responses(
     right = f"status {shadow_status}\n{_canonical(shadow_body, shadow, ignore)}"
     if left == right:
         return Comparison(matched=True, diff="")
-    if version_field is not None and _versions_differ(primary, shadow, version_field):
-        return Comparison(matched=False, diff="", stale=True)
+    if version_field is not None and primary_status == shadow_status:
+        masked_primary, masked_shadow, lagging = _mask_lagging(primary, shadow, version_field)
+        if lagging and json.dumps(_normalise(masked_primary, ignore), sort_keys=True) == (
+            json.dumps(_normalise(masked_shadow, ignore), sort_keys=True)
+        ):
+            return Comparison(matched=False, diff="", stale=True)
     diff = difflib.unified_diff(
         left.splitlines(), right.splitlines(), fromfile=labels[0], tofile=labels[1], lineterm=""
     )

@@ -69,7 +69,11 @@ async def call_upstream(
     else:
         if response.status_code not in FAILOVER_STATUSES:
             verdict = True
-        elif response.status_code == 503 and "retry-after" in response.headers:
+        elif (
+            response.status_code == 503
+            and "retry-after" in response.headers
+            and response.headers.get("content-type", "").startswith("application/problem+json")
+        ):
             verdict = None  # a live app refusing on purpose (e.g. writes moved): no verdict
         else:
             verdict = False

@@ -65,9 +65,13 @@ class WriteFence:
             self._enter()
             return True
         self.held += 1
+        deadline = asyncio.get_running_loop().time() + self.hold_seconds
         try:
-            async with asyncio.timeout(self.hold_seconds):
-                await self._open.wait()
+            async with asyncio.timeout_at(deadline):
+                # Woken by an opening, the fence may already be closed again (a new switch
+                # began before this write resumed): it must wait for that one too.
+                while not self._open.is_set():
+                    await self._open.wait()
         except TimeoutError:
             return False
         self._enter()
@@ -96,13 +100,16 @@ class WriteFence:
         self.held = 0
         self._open.clear()
         self._lease = asyncio.get_running_loop().call_later(lease_seconds, self._expire)
+        fence_id = self.fence_id
         try:
             async with asyncio.timeout(drain_seconds):
                 await self._idle.wait()
         except TimeoutError:
             self.open()
             raise
-        return self.fence_id
+        if not self.holds(fence_id):
+            raise TimeoutError("the lease ended while writes in flight drained")
+        return fence_id
 
     def _expire(self) -> None:
         self._lease = None

@@ -126,6 +126,21 @@ class Forwarder:
         made = uuid.uuid4().hex
         return f"cookie:{made}", made
 
+    @staticmethod
+    def _known_keys(
+        route: CapabilityRoute, incoming: IncomingHeaders, cookie_name: str
+    ) -> list[str]:
+        """The keys this user may have been pinned under, without making one up."""
+        keys = []
+        if route.policy.sticky_key == "subject":
+            subject = subject_of(incoming.authorization)
+            if subject is not None:
+                keys.append(f"sub:{subject}")
+        cookie = incoming.cookie_value(cookie_name)
+        if cookie is not None:
+            keys.append(f"cookie:{cookie}")
+        return keys
+
     async def _handle(
         self,
         scope: Scope,
@@ -166,7 +181,7 @@ class Forwarder:
                 receive,
                 send,
                 503,
-                f"Writes to {scoped.policy.name} are held while they move to the other side, "
+                f"Writes that change {scoped.policy.name} are held while they move sides, "
                 "and this one waited past the bound; retry in a moment.",
                 headers={"Retry-After": "1"},
             )
@@ -217,9 +232,14 @@ class Forwarder:
             name = route.policy.name
             pinned_to: Side | None = None
             if is_read and forced is None:
-                if route.policy.splits_reads or self._ryw.has_pins(name):
+                if route.policy.splits_reads:
                     sticky, cookie_to_set = self._sticky_key(route, incoming, options.sticky_cookie)
                     pinned_to = self._ryw.side_for(name, sticky)
+                elif self._ryw.has_pins(name):
+                    for key in self._known_keys(route, incoming, options.sticky_cookie):
+                        pinned_to = self._ryw.side_for(name, key)
+                        if pinned_to is not None:
+                            break
             if pinned_to is not None:
                 # The user's last write may not have reached the other side: read it where it
                 # was taken, uncompared, and never from a side that may be stale.
@@ -335,7 +355,12 @@ class Forwarder:
 
         response = outcome
         if pin_key is not None and write_scope is not None and response.status_code < 400:
-            self._ryw.pin(write_scope.policy.name, pin_key, write_scope.policy.routing.writes)
+            side = write_scope.policy.routing.writes
+            self._ryw.pin(write_scope.policy.name, pin_key, side)
+            cookie = incoming.cookie_value(options.sticky_cookie)
+            if cookie is not None and pin_key != f"cookie:{cookie}":
+                # A later read may come without the token (a public page): pin the cookie too.
+                self._ryw.pin(write_scope.policy.name, f"cookie:{cookie}", side)
         extra = [
             (b"x-strangler-upstream", answered_by.name.encode()),
             (b"x-request-id", request_id),

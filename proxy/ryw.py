@@ -49,8 +49,17 @@ class ReadYourWrites:
         pins = self._pins.get(capability)
         if pins is None:
             pins = self._pins[capability] = OrderedDict()
+        now = time.monotonic()
         pins.pop(user, None)
-        pins[user] = Pin(side, time.monotonic())
+        pins[user] = Pin(side, now)
+        # Oldest first: drop what expired (nobody may read again to expire it), then the
+        # oldest beyond the bound.
+        while pins:
+            oldest = next(iter(pins.values()))
+            if now - oldest.acked_at <= self.max_seconds:
+                break
+            pins.popitem(last=False)
+            self.expired += 1
         if len(pins) > self.max_pins:
             pins.popitem(last=False)
             self.evicted += 1

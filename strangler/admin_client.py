@@ -85,6 +85,7 @@ class AdminClient:
             "POST",
             f"/capabilities/{capability}/fence",
             json={"lease_seconds": lease_seconds, "drain_seconds": drain_seconds},
+            timeout=drain_seconds + 5,  # the proxy answers only once writes in flight are done
         )
 
     def open_fence(self, capability: str, fence_id: str) -> dict[str, Any]:

@@ -220,7 +220,9 @@ GATES: dict[Phase, tuple[Check, ...]] = {
     Phase.DUAL_WRITE: (no_coupling, service_ready, service_sync_api),
     Phase.BACKFILLED: (backfill_finished, forward_relay_caught_up),
     Phase.SHADOW: (reconcile_clean,),
-    Phase.CANARY: (shadow_clean,),
+    # The relay too: shadow answers about rows the copy has not caught up on are not
+    # compared (stale), so a stopped relay must fail here rather than thin the sample.
+    Phase.CANARY: (shadow_clean, forward_relay_caught_up),
     Phase.READS_CUTOVER: (canary_healthy,),
     Phase.WRITES_CUTOVER: (reconcile_clean, forward_relay_caught_up),
     Phase.DECOMMISSIONED: (reverse_relay_caught_up, monolith_copy_dropped),

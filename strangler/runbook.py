@@ -76,7 +76,11 @@ STEPS: dict[Phase, RunbookStep] = {
         "Canary reads",
         "A percentage of users, sticky per user, read from the service; writes still go to "
         "the monolith. Raise the percentage in steps (10, 50, 100).",
-        ("the shadow mismatch rate is 0 over a meaningful sample (`strangler status`)",),
+        (
+            "the shadow mismatch rate is 0 over a meaningful sample (`strangler status`)",
+            "relay lag is near 0: answers about rows the service has not caught up on are "
+            "counted as stale, not compared",
+        ),
         (
             "5xx and latency of the service against the monolith (proxy metrics)",
             "fallbacks (`strangler_proxy_fallbacks_total`)",
@@ -97,14 +101,20 @@ STEPS: dict[Phase, RunbookStep] = {
         "Writes move to the service",
         "Writes go to the service, which records its changes in its own outbox; the relay "
         "runs the other way and keeps the monolith's copy current, which is the way back. "
-        "Orders take stock through the service's reservations.",
+        "Orders take stock through the service's reservations. The switch happens behind the "
+        "proxy's write fence: writes are held, the relay drains the monolith's outbox, the "
+        "phase flips, and the held writes go to the service; `advance` prints the pause.",
         (
             "`strangler reconcile <capability>` reports 0 differences",
             "relay lag is near 0 (`strangler status`) before flipping",
         ),
-        ("reverse relay lag and dead letters", "order failures (503 from the catalogue)"),
-        "Set the phase back to reads_cutover after the reverse relay has drained: the "
-        "monolith holds every write again.",
+        (
+            "reverse relay lag and dead letters",
+            "order failures (503 from the catalogue)",
+            "writes refused by the fence (`strangler_proxy_fence_refusals_total`)",
+        ),
+        "Behind the same fence: the reverse relay drains the service's outbox before writes "
+        "return to the monolith, which then holds every write again.",
     ),
     Phase.DECOMMISSIONED: RunbookStep(
         "Decommission the monolith's copy",

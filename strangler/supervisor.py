@@ -22,7 +22,7 @@ import httpx
 from rich.console import Console
 from rich.markup import escape
 
-__all__ = ["ChildSpec", "ChildDied", "Supervisor"]
+__all__ = ["ChildDied", "ChildSpec", "Supervisor", "die_with_parent"]
 
 _COLOURS = ["cyan", "magenta", "green", "yellow", "blue", "red"]
 
@@ -35,7 +35,7 @@ class ChildSpec:
     env: Mapping[str, str] = field(default_factory=dict)
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child, before exec: on Linux, ask for SIGTERM when the supervisor dies, so a
     `strangler up` killed with SIGKILL leaves no orphaned servers holding the ports."""
     if sys.platform != "linux":
@@ -82,7 +82,7 @@ class Supervisor:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,  # Ctrl-C reaches us only; we stop the children in order
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         child = _Child(spec, process, _COLOURS[len(self._children) % len(_COLOURS)])
         self._children.append(child)

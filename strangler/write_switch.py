@@ -41,26 +41,48 @@ def moves_writes(current: Phase, target: Phase) -> bool:
     return routing_of(current).writes is not routing_of(target).writes
 
 
+_ESCAPE = (
+    "if that side is down and you must move writes anyway, edit the phase in routing.toml by "
+    "hand (applied with a warning, without the fence), then run `strangler reconcile "
+    "<capability> --repair` once it is back"
+)
+
+
 def _drain(source: SyncClient, deadline: float) -> int:
-    """Wait until `source`'s outbox has nothing undelivered; return how many were pending."""
+    """Wait until `source`'s outbox has nothing undelivered; return how many were pending.
+
+    A dead letter is an event the other side refused: counted as delivered by the outbox, it
+    is a write the new side lacks, so one that appears while draining stops the switch.
+    """
     first: int | None = None
+    dead_before: int | None = None
     while True:
         try:
-            pending = int(source.lag()["pending"])
+            lag = source.lag()
         except SyncApiError as exc:
             raise SwitchFailed(
                 f"cannot read the outbox of the side that held the writes: {exc}; writes were "
                 "released, nothing changed",
-                "is it running? `strangler status` shows both sides",
+                f"is it running? `strangler status` shows both sides; {_ESCAPE}",
             ) from exc
+        pending, dead = int(lag["pending"]), int(lag["dead_letters"])
         first = pending if first is None else first
+        dead_before = dead if dead_before is None else dead_before
+        if dead > dead_before:
+            raise SwitchFailed(
+                f"{dead - dead_before} event(s) went to dead letters while draining; writes "
+                "were released, nothing changed",
+                "look at the relay's log, fix the cause, `strangler reconcile <capability> "
+                "--repair`, and switch again",
+            )
         if pending == 0:
             return first
         if time.monotonic() > deadline:
             raise SwitchFailed(
                 f"the relay did not deliver the last {pending} event(s) in time; writes were "
                 "released, nothing changed",
-                "is `strangler relay <capability>` running? `strangler status` shows the lag",
+                "is `strangler relay <capability>` running? `strangler status` shows the lag; "
+                + _ESCAPE,
             )
         time.sleep(0.05)
 
@@ -99,19 +121,27 @@ def switch_writes(
             try:
                 changed = admin.change(capability, {**changes, "fence": fence_id})
             except AdminApiError as exc:
-                released = f"{exc}; writes were released, nothing changed"
+                released = (
+                    f"the phase change failed: {exc}; writes were released (if the proxy was "
+                    "unreachable, `strangler status` shows whether the phase changed)"
+                )
                 raise SwitchFailed(released, exc.hint) from exc
             flipped = True
         finally:
             try:
                 opened = admin.open_fence(capability, fence_id)
             except AdminApiError as exc:
+                lease = f"it opens by itself when its lease ends ({drain_seconds + 15:g} s)"
                 if flipped:
                     raise SwitchFailed(
                         f"the phase changed, but the write fence could not be opened: {exc}",
-                        f"it opens by itself when its lease ends ({drain_seconds + 15:g} s)",
+                        lease,
                     ) from exc
-                opened = {}  # the lease opens it in any case; the original error matters more
+                raise SwitchFailed(  # the original error was lost: say both
+                    f"the switch failed and the write fence could not be opened: {exc}; "
+                    "the phase did not change",
+                    lease,
+                ) from exc
     finally:
         source.close()
     return SwitchReport(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 
 from extracted.products_service import api, internal_api, service
 from extracted.products_service.models import SYNC_SPEC, SYNC_TABLES
@@ -13,7 +13,7 @@ from extracted.products_service.settings import ProductsServiceSettings
 from strangler.db import Sessions, create_db_engine
 from strangler.health import install_health_routes
 from strangler.phases import PhaseFile
-from strangler.problems import install_problem_handlers
+from strangler.problems import install_problem_handlers, problem_response
 from strangler.sync.api import sync_router
 from strangler.tokens import TokenPolicy, TokenVerifier
 
@@ -45,6 +45,16 @@ def create_app(settings: ProductsServiceSettings | None = None) -> FastAPI:
     app.state.sync_tables = {"products": SYNC_TABLES}
     app.state.sync_token = settings.sync_token.get_secret_value() if settings.sync_token else None
     install_problem_handlers(app)
+
+    @app.exception_handler(service.WritesElsewhere)
+    async def writes_elsewhere(_request: Request, exc: service.WritesElsewhere) -> Response:
+        return problem_response(
+            503,
+            f"Products are written by the monolith in phase {exc}; this copy only follows it. "
+            "Send the write through the proxy again.",
+            headers={"Retry-After": "1"},
+        )
+
     app.include_router(api.router)
     app.include_router(internal_api.router)
     app.include_router(sync_router())

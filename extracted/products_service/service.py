@@ -25,13 +25,26 @@ def sessions_info(phase_file: PhaseFile) -> dict[str, object]:
     return {CHANGE_FEED: phase_file}
 
 
+class WritesElsewhere(Exception):
+    """The phase says the monolith takes product writes and syncs them here: a write taken
+    here would be overwritten by the sync, or carried nowhere (e.g. a write that reached the
+    service after a rollback flipped writes back to the monolith)."""
+
+
 def _emit(session: Session, product_id: int, *, deleted_version: int | None = None) -> None:
     """Write the product's change event to the outbox when the phase syncs service -> monolith.
 
     Called inside the write's transaction, after the change: both commit or neither does.
+    Refuses (rolling back) while the phase syncs the other way.
     """
     phase_file = session.info.get(CHANGE_FEED)
-    if not isinstance(phase_file, PhaseFile) or phase_file.sync() is not SyncDirection.REVERSE:
+    if not isinstance(phase_file, PhaseFile):
+        return
+    direction = phase_file.sync()
+    if direction is SyncDirection.FORWARD:
+        session.rollback()
+        raise WritesElsewhere(phase_file.current().value)
+    if direction is not SyncDirection.REVERSE:
         return
     if deleted_version is not None:
         event = ChangeEvent(entity="products", key=product_id, version=deleted_version, op="delete")

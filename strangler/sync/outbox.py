@@ -19,9 +19,10 @@ __all__ = ["OutboxLag", "outbox_lag", "record_change"]
 class OutboxLag:
     """How far behind delivery is: undelivered events, the age of the oldest, dead letters.
 
-    `first_pending_id` and `last_id` are outbox positions: everything below the first is
-    delivered, and every event committed before this was read is at or below the last. The
-    proxy's read-your-writes pins are released by them.
+    `first_pending_id` and `last_id` are outbox positions: every event committed before this
+    was read is at or below the last, and every such event below the first is delivered (on
+    PostgreSQL a lower id may still be uncommitted then). The proxy's read-your-writes pins
+    are released by them.
     """
 
     pending: int

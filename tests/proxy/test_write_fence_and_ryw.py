@@ -142,7 +142,9 @@ def test_an_abandoned_fence_opens_by_itself_and_cannot_be_used_to_flip(
     proxy_factory: ProxyFactory, echo_monolith: RunningApp, echo_service: RunningApp
 ) -> None:
     proxy = _fenced_proxy(proxy_factory, echo_monolith, echo_service)
-    fence_id = _close(proxy, lease_seconds=0.3).json()["fence_id"]
+    useless = _close(proxy, lease_seconds=0.3, drain_seconds=1)
+    assert_problem(useless, 422)  # it would open before it could be used
+    fence_id = _close(proxy, lease_seconds=0.3, drain_seconds=0.2).json()["fence_id"]
     time.sleep(0.5)
     assert proxy.client.post("/products/1", json={}).status_code == 200
     late = proxy.admin(

@@ -130,3 +130,30 @@ def test_a_slow_service_leaks_no_stock_and_retries_count_once(system: SyncSystem
         assert placed.status_code == 201, placed.text
         system.fault.delay_seconds = 0
         assert _stock(service, ids[0]) == 6
+
+
+def test_the_service_refuses_writes_while_the_monolith_takes_them(system: SyncSystem) -> None:
+    """After a rollback moves writes back, a write that still reaches the service (a late one
+    the proxy gave up on, or one sent around the proxy) must be refused, not kept where the
+    forward sync would overwrite it and nothing carries it back."""
+    ids = _cut_writes_over(system, stock=5)
+    with system.monolith_client() as monolith, system.service_client() as service:
+        account = new_account(monolith)
+        taken = service.patch(f"/products/{ids[0]}", json={"name": "B"}, headers=account.headers)
+        assert taken.status_code == 200, taken.text
+        system.set_phase("reads_cutover")  # rolled back: the monolith takes writes again
+        refused = service.patch(f"/products/{ids[0]}", json={"name": "C"}, headers=account.headers)
+        assert_problem(refused, 503)
+        assert refused.headers["retry-after"] == "1"
+        assert "written by the monolith" in refused.json()["detail"]
+        reserve = service.post(
+            "/internal/products/reservations",
+            json={
+                "reservation_id": str(uuid.uuid4()),
+                "items": [{"product_id": ids[0], "quantity": 1}],
+            },
+            headers={"Authorization": f"Bearer {SYNC_TOKEN}"},
+        )
+        assert_problem(reserve, 503)
+        after = service.get(f"/products/{ids[0]}").json()
+        assert (after["name"], after["stock"]) == ("B", 5)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from proxy.breaker import BreakerState, CircuitBreaker
 from proxy.compare import compare_responses
 
@@ -96,3 +98,31 @@ def test_an_abandoned_probe_lets_the_next_request_probe_at_once() -> None:
     breaker.record_abandoned()
     assert breaker.state is BreakerState.OPEN
     assert breaker.allow()  # no new cool-down to wait out
+
+
+def test_answers_about_different_versions_are_stale_not_mismatched() -> None:
+    primary = b'{"id": 1, "stock": 4, "version": 7}'
+    lagging = b'{"id": 1, "stock": 5, "version": 6}'
+    result = compare_responses(200, primary, 200, lagging, (), version_field="version")
+    assert result.stale and not result.matched
+    page = b'{"items": [{"id": 1, "version": 2}, {"id": 2, "version": 9}]}'
+    old_page = b'{"items": [{"id": 1, "version": 2}, {"id": 2, "version": 8}]}'
+    assert compare_responses(200, page, 200, old_page, (), version_field="version").stale
+    diverged = b'{"id": 1, "stock": 9, "version": 7}'  # same version, other data: a real one
+    same_version = compare_responses(200, primary, 200, diverged, (), version_field="version")
+    assert not same_version.matched and not same_version.stale
+    assert not compare_responses(200, primary, 200, lagging, ()).stale  # only when asked
+
+
+def test_lag_on_one_row_does_not_hide_a_difference_elsewhere() -> None:
+    def page(*items: tuple[int, int, str]) -> bytes:
+        rows = [{"id": i, "version": v, "price": p} for i, v, p in items]
+        return json.dumps({"items": rows}).encode()
+
+    primary = page((1, 3, "1.00"), (2, 5, "2.00"))
+    wrong_price = page((1, 2, "1.00"), (2, 5, "9.99"))
+    result = compare_responses(200, primary, 200, wrong_price, (), version_field="version")
+    assert not result.stale and not result.matched
+    reordered = page((2, 5, "2.00"), (1, 3, "1.00"))
+    reorder = compare_responses(200, primary, 200, reordered, (), version_field="version")
+    assert not reorder.stale and not reorder.matched

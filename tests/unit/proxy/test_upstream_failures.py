@@ -115,3 +115,20 @@ def test_a_500_is_the_upstreams_answer_not_a_breaker_failure(mock: respx.MockRou
         outcome = _call(metrics, upstream)
         assert isinstance(outcome, httpx.Response) and outcome.status_code == 500
     assert upstream.breaker.state is BreakerState.CLOSED
+
+
+def test_a_deliberate_503_with_retry_after_does_not_open_the_breaker(
+    mock: respx.MockRouter,
+) -> None:
+    metrics, upstream = _upstream()
+    deliberate = {"Retry-After": "1", "Content-Type": "application/problem+json"}
+    mock.get(f"{URL}/x").mock(return_value=httpx.Response(503, headers=deliberate))
+    for _ in range(5):
+        outcome = _call(metrics, upstream)
+        assert isinstance(outcome, httpx.Response) and outcome.status_code == 503
+    assert upstream.breaker.state is BreakerState.CLOSED
+    # A balancer's 503 with Retry-After in front of a dead service still counts.
+    mock.get(f"{URL}/x").mock(return_value=httpx.Response(503, headers={"Retry-After": "5"}))
+    for _ in range(2):
+        _call(metrics, upstream)
+    assert upstream.breaker.state is BreakerState.OPEN
