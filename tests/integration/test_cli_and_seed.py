@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from strangler.db import create_db_engine
+from strangler.supervisor import die_with_parent
 from tests.support.databases import BACKENDS, database
 from tests.support.processes import free_port, monolith_env, service_env, wait_until_healthy
 
@@ -127,6 +128,7 @@ def up(tmp_path: Path) -> Iterator[Up]:
             stdout=sink,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,  # a killed test run leaves no servers behind
         )
     try:
         wait_until_healthy(f"http://127.0.0.1:{proxy_port}", process, log, "/_strangler/health")

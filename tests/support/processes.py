@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from strangler.supervisor import die_with_parent
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -126,6 +128,7 @@ def serve_process(
             env=dict(env),
             stdout=sink,
             stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,  # a killed test run leaves no servers behind
         )
     base_url = f"http://127.0.0.1:{port}"
     try:

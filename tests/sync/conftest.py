@@ -18,6 +18,7 @@ import tomlkit
 from sqlalchemy import Engine, MetaData, select
 
 from strangler.db import create_db_engine
+from strangler.supervisor import die_with_parent
 from strangler.sync.tables import SyncTables, sync_tables
 from tests.support.databases import BACKENDS, database
 from tests.support.fault_proxy import FaultProxy, fault_proxy
@@ -80,7 +81,11 @@ class SyncSystem:
         """Start a long-running CLI command; its output goes to `log` in the workdir."""
         with (self.workdir / log).open("ab") as sink:
             return subprocess.Popen(
-                [*STRANGLER, *args], env=self.cli_env(), stdout=sink, stderr=subprocess.STDOUT
+                [*STRANGLER, *args],
+                env=self.cli_env(),
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
             )
 
     def reconcile(self) -> dict[str, Any]:
