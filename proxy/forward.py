@@ -21,7 +21,7 @@ import httpx
 from proxy.body import BodyReader, BodyTooLarge, ClientGone
 from proxy.decision import READ_METHODS, Decision, decide, subject_of
 from proxy.exchange import FAILOVER_STATUSES, UpstreamFailure, call_upstream
-from proxy.fence import WriteFences
+from proxy.fence import WriteFence, WriteFences
 from proxy.headers import (
     IncomingHeaders,
     downstream_headers,
@@ -52,6 +52,21 @@ _DEFAULT_ROUTE = "(default)"
 
 class _CutOff(Exception):
     """The upstream failed after the response had started."""
+
+
+class _Passage:
+    """One write's way through a fence: left once, when the upstream answered or at the end."""
+
+    __slots__ = ("_fence", "_left")
+
+    def __init__(self, fence: WriteFence) -> None:
+        self._fence = fence
+        self._left = False
+
+    def leave(self) -> None:
+        if not self._left:
+            self._left = True
+            self._fence.leave()
 
 
 class Forwarder:
@@ -186,15 +201,16 @@ class Forwarder:
                 headers={"Retry-After": "1"},
             )
             return
+        passage = _Passage(fence)
         try:
             # A held write goes where the config says once the fence opens: re-read it.
             compiled = self._state.current
             scoped = compiled.capabilities.get(scoped.policy.name, scoped)
             await self._route(
-                scope, receive, send, body_done, flags, compiled, path, incoming, scoped
+                scope, receive, send, body_done, flags, compiled, path, incoming, scoped, passage
             )
         finally:
-            fence.leave()
+            passage.leave()
 
     async def _route(
         self,
@@ -207,6 +223,7 @@ class Forwarder:
         path: str,
         incoming: IncomingHeaders,
         write_scope: CapabilityRoute | None = None,
+        passage: _Passage | None = None,
     ) -> None:
         """Decide the side, forward, stream the answer back; shadow or fall back if due.
 
@@ -354,6 +371,10 @@ class Forwarder:
             return
 
         response = outcome
+        if passage is not None:
+            # The upstream answered: the write is done there. A slow reader of the answer
+            # must not hold up a write switch.
+            passage.leave()
         if pin_key is not None and write_scope is not None and response.status_code < 400:
             side = write_scope.policy.routing.writes
             self._ryw.pin(write_scope.policy.name, pin_key, side)
