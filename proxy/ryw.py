@@ -35,34 +35,50 @@ class Pin:
 
 
 class ReadYourWrites:
-    """The pinned users of every capability, bounded in number and in age."""
+    """The pinned users of every capability, bounded in number and in age.
+
+    Pins are kept in the order their writes were acknowledged (a new write moves its user to
+    the end), which makes a poll cost what it changes, not what is pinned: expired pins are a
+    prefix; the pins a poll marks are a suffix (every older pin was marked by an earlier
+    poll); and because marks grow along the order, released pins are a prefix too.
+    """
 
     def __init__(self, max_pins: int, max_seconds: float) -> None:
         self.max_pins = max_pins
         self.max_seconds = max_seconds
         self._pins: dict[str, OrderedDict[str, Pin]] = {}
+        self._sides: dict[str, dict[Side, int]] = {}
         self.expired = 0
         self.evicted = 0
         self.settled = 0
+
+    def _drop(self, capability: str, pin: Pin) -> None:
+        self._sides[capability][pin.side] -= 1
 
     def pin(self, capability: str, user: str, side: Side) -> None:
         pins = self._pins.get(capability)
         if pins is None:
             pins = self._pins[capability] = OrderedDict()
+            self._sides[capability] = dict.fromkeys(Side, 0)
         now = time.monotonic()
-        pins.pop(user, None)
+        old = pins.pop(user, None)
+        if old is not None:
+            self._drop(capability, old)
         pins[user] = Pin(side, now)
-        # Oldest first: drop what expired (nobody may read again to expire it), then the
-        # oldest beyond the bound.
+        self._sides[capability][side] += 1
+        self._expire(capability, pins, now)
+        if len(pins) > self.max_pins:
+            self._drop(capability, pins.popitem(last=False)[1])
+            self.evicted += 1
+
+    def _expire(self, capability: str, pins: OrderedDict[str, Pin], now: float) -> None:
+        """Drop expired pins, oldest first (nobody may read again to expire them)."""
         while pins:
             oldest = next(iter(pins.values()))
             if now - oldest.acked_at <= self.max_seconds:
-                break
-            pins.popitem(last=False)
+                return
+            self._drop(capability, pins.popitem(last=False)[1])
             self.expired += 1
-        if len(pins) > self.max_pins:
-            pins.popitem(last=False)
-            self.evicted += 1
 
     def has_pins(self, capability: str) -> bool:
         return bool(self._pins.get(capability))
@@ -77,13 +93,18 @@ class ReadYourWrites:
             return None
         if time.monotonic() - pin.acked_at > self.max_seconds:
             del pins[user]
+            self._drop(capability, pin)
             self.expired += 1
             return None
         return pin.side
 
     def pinned(self) -> dict[str, set[Side]]:
         """Which sides of which capabilities have pins waiting on the sync."""
-        return {name: {p.side for p in pins.values()} for name, pins in self._pins.items() if pins}
+        return {
+            name: {side for side, count in self._sides[name].items() if count}
+            for name, pins in self._pins.items()
+            if pins
+        }
 
     def settle(
         self,
@@ -97,24 +118,26 @@ class ReadYourWrites:
         pins = self._pins.get(capability)
         if not pins:
             return
-        now = time.monotonic()
+        self._expire(capability, pins, time.monotonic())
+        # Newest first: the pins acknowledged before this poll began have seen their write
+        # in it; stop at the first one an earlier poll already marked.
+        for pin in reversed(pins.values()):
+            if pin.acked_at >= poll_started or pin.side is not side:
+                continue
+            if pin.mark is not None:
+                break
+            pin.mark = last_id if last_id is not None else 0
+        # Oldest first: release while everything up to the mark is delivered.
         done = []
         for user, pin in pins.items():
             if pin.side is not side:
                 continue
-            if now - pin.acked_at > self.max_seconds:
-                done.append(user)
-                self.expired += 1
-                continue
-            if pin.acked_at >= poll_started:
-                continue  # the poll may not have seen this user's write yet
-            if pin.mark is None:
-                pin.mark = last_id if last_id is not None else 0
-            if first_pending_id is None or first_pending_id > pin.mark:
-                done.append(user)
-                self.settled += 1
+            if pin.mark is None or not (first_pending_id is None or first_pending_id > pin.mark):
+                break
+            done.append(user)
         for user in done:
-            del pins[user]
+            self._drop(capability, pins.pop(user))
+            self.settled += 1
 
     def snapshot(self) -> dict[str, object]:
         return {

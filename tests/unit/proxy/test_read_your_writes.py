@@ -54,3 +54,18 @@ def test_pins_are_bounded_in_age_and_number() -> None:
     ryw.settle("products", M, time.monotonic(), first_pending_id=1, last_id=9)
     assert not ryw.has_pins("products")
     assert ryw.snapshot()["expired"] == 2
+
+
+def test_older_pins_release_first_and_newer_ones_wait_for_their_own_mark() -> None:
+    ryw = ReadYourWrites(max_pins=10, max_seconds=30)
+    ryw.pin("products", "a", M)
+    poll_1 = time.monotonic()
+    ryw.pin("products", "b", M)
+    ryw.settle("products", M, poll_1, first_pending_id=5, last_id=10)  # a: mark 10
+    poll_2 = time.monotonic()
+    ryw.settle("products", M, poll_2, first_pending_id=11, last_id=20)  # b: mark 20
+    assert ryw.side_for("products", "a") is None
+    assert ryw.side_for("products", "b") is M
+    assert ryw.pinned() == {"products": {M}}
+    ryw.settle("products", M, time.monotonic(), first_pending_id=None, last_id=20)
+    assert ryw.pinned() == {}
