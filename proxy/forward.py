@@ -131,13 +131,9 @@ class Forwarder:
         route: CapabilityRoute, incoming: IncomingHeaders, cookie_name: str
     ) -> tuple[str, str | None]:
         """The user's stickiness key, and a new cookie value to set when one was made up."""
-        if route.policy.sticky_key == "subject":
-            subject = subject_of(incoming.authorization)
-            if subject is not None:
-                return f"sub:{subject}", None
-        cookie = incoming.cookie_value(cookie_name)
-        if cookie is not None:
-            return f"cookie:{cookie}", None
+        known = Forwarder._known_keys(route, incoming, cookie_name)
+        if known:
+            return known[0], None
         made = uuid.uuid4().hex
         return f"cookie:{made}", made
 
