@@ -88,7 +88,9 @@ class PhaseFile:
     Apps that must follow the migration (the monolith writing its outbox, the service writing
     its reverse outbox) ask it on each write; it re-reads the file only when its mtime changed.
     A missing or unreadable file, or a capability it does not name, reads as `monolith`: the
-    safe default, in which nothing is synced and nothing moved.
+    safe default, in which nothing is synced and nothing moved. One instance serves all of an
+    app's request threads: a thread never sees the new file as read while the old phase is
+    still the one held.
     """
 
     def __init__(self, path: Path | None, capability: str) -> None:
@@ -106,14 +108,26 @@ class PhaseFile:
             return self._phase
         signature = (stat.st_mtime_ns, stat.st_size)
         if signature != self._seen:
-            self._seen = signature
             try:
                 data = tomllib.loads(self._path.read_text())
                 raw = data.get("capabilities", {}).get(self._capability, {}).get("phase")
                 self._phase = Phase(raw) if raw else Phase.MONOLITH
             except (OSError, tomllib.TOMLDecodeError, ValueError):
                 pass  # a bad edit: keep the last phase read (the proxy refuses it too)
+            # Only now: a request thread that finds the new signature seen must also find
+            # the new phase (marking it seen first let one read the old phase as current).
+            self._seen = signature
         return self._phase
+
+    def reread(self) -> Phase:
+        """Read the file now, whatever its mtime says.
+
+        Two edits within one filesystem timestamp tick that leave the size alone look
+        unchanged to `current`; a caller just told by the other side that the phase moved
+        asks this instead.
+        """
+        self._seen = None
+        return self.current()
 
     def sync(self) -> SyncDirection | None:
         return routing_of(self.current()).sync

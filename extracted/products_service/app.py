@@ -53,6 +53,7 @@ def create_app(settings: ProductsServiceSettings | None = None) -> FastAPI:
             f"Products are written by the monolith in phase {exc}; this copy only follows it. "
             "Send the write through the proxy again.",
             headers={"Retry-After": "1"},
+            code="writes_elsewhere",
         )
 
     app.include_router(api.router)

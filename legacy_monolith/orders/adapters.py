@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
+from typing import Protocol
 
 import httpx
 from sqlalchemy.orm import Session
@@ -40,13 +41,27 @@ class InProcessProductCatalog(ports.ProductCatalog):
         except products.InsufficientStock as exc:
             raise ports.OutOfStock(exc.product_id, exc.requested, exc.available) from exc
         except products.WritesMoved as exc:  # the phase moved under this order: retry it
-            raise ports.CatalogUnavailable("product writes just moved to the service") from exc
+            raise ports.CatalogMoved("product writes just moved to the service") from exc
 
     def release(self) -> None:
         """Nothing to do: the stock change rolls back with the order's transaction."""
 
 
 _RETRYABLE = (httpx.TimeoutException, httpx.TransportError)
+
+WRITES_ELSEWHERE = "writes_elsewhere"
+"""The `code` of the service's problem answer when the phase gives product writes to the
+monolith (see extracted/products_service/app.py); contract shared by the two sides."""
+
+
+def _writes_elsewhere(response: httpx.Response) -> bool:
+    if response.status_code != 503:
+        return False
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("code") == WRITES_ELSEWHERE
 
 
 class HttpProductCatalog(ports.ProductCatalog):
@@ -81,6 +96,11 @@ class HttpProductCatalog(ports.ProductCatalog):
             except _RETRYABLE as exc:
                 last = exc
             else:
+                if _writes_elsewhere(response):
+                    raise ports.CatalogMoved(
+                        f"the products service refused {method} {path}: writes went back "
+                        "to the monolith"
+                    )
                 if response.status_code < 500:
                     return response
                 last = RuntimeError(f"{method} {path} answered {response.status_code}")
@@ -108,6 +128,8 @@ class HttpProductCatalog(ports.ProductCatalog):
                 "/internal/products/reservations",
                 json={"reservation_id": self.reservation_id, "items": items},
             )
+        except ports.CatalogMoved:
+            raise  # refused and rolled back there: nothing to give back
         except ports.CatalogUnavailable:
             self.release()  # it may have been taken before the answer was lost
             raise
@@ -134,13 +156,21 @@ class HttpProductCatalog(ports.ProductCatalog):
         self._reserved = False
 
 
-CatalogFactory = Callable[[Session, str], ports.ProductCatalog]
+class CatalogFactory(Protocol):
+    def __call__(
+        self, session: Session, reservation_id: str, *, reread: bool = False
+    ) -> ports.ProductCatalog:
+        """The adapter for one attempt; `reread` reads routing.toml afresh first."""
 
 
 def catalog_factory(phase: PhaseFile, service_client: httpx.Client) -> CatalogFactory:
     """The adapter the phase calls for: in-process until writes cut over, HTTP after."""
 
-    def make(session: Session, reservation_id: str) -> ports.ProductCatalog:
+    def make(
+        session: Session, reservation_id: str, *, reread: bool = False
+    ) -> ports.ProductCatalog:
+        if reread:
+            phase.reread()
         if routing_of(phase.current()).writes is Side.SERVICE:
             return HttpProductCatalog(service_client, reservation_id)
         return InProcessProductCatalog(session)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
+from sqlalchemy.orm import Session
 
 from legacy_monolith.orders import service
 from legacy_monolith.orders.adapters import CatalogFactory, InProcessCustomers
@@ -14,6 +17,8 @@ from strangler.auth import CurrentUserId
 from strangler.db import ReadSession, WriteSession
 from strangler.money import string_from_cents
 from strangler.problems import Problem
+
+log = logging.getLogger("legacy_monolith.orders")
 
 router = APIRouter(prefix="/orders", tags=["orders"])
 
@@ -39,6 +44,45 @@ def _out(order: Order) -> OrderOut:
     )
 
 
+_MOVED_ATTEMPTS = 4
+_MOVED_BACKOFF_SECONDS = 0.05
+
+
+def _place_following_the_phase(
+    session: Session,
+    make_catalog: CatalogFactory,
+    *,
+    user_id: int,
+    body: OrderIn,
+    idempotency_key: str | None,
+) -> service.PlacedOrder:
+    """Place the order, picking the catalogue adapter again if product writes just moved.
+
+    Around a phase change the monolith and the service read routing.toml at slightly
+    different moments; the side that has read it refuses (nothing reserved), and the order
+    goes again with the adapter the phase, read afresh, calls for. The client sees one answer.
+    """
+    for attempt in range(_MOVED_ATTEMPTS):
+        try:
+            return service.place_order(
+                session,
+                user_id=user_id,
+                request=body,
+                idempotency_key=idempotency_key,
+                catalog=make_catalog(
+                    session, service.new_reservation_id(user_id), reread=attempt > 0
+                ),
+                customers=InProcessCustomers(session),
+            )
+        except service.CatalogMoved:
+            session.rollback()
+            if attempt == _MOVED_ATTEMPTS - 1:
+                raise
+            log.info("product writes moved during an order; placing it again (%d)", attempt + 1)
+            time.sleep(_MOVED_BACKOFF_SECONDS * 2**attempt)
+    raise AssertionError("unreachable")
+
+
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=OrderOut)
 def place_order(
     body: OrderIn,
@@ -49,15 +93,9 @@ def place_order(
     idempotency_key: IdempotencyKey = None,
 ) -> OrderOut:
     make_catalog: CatalogFactory = request.app.state.product_catalog
-    reservation = service.new_reservation_id(user_id)
     try:
-        placed = service.place_order(
-            session,
-            user_id=user_id,
-            request=body,
-            idempotency_key=idempotency_key,
-            catalog=make_catalog(session, reservation),
-            customers=InProcessCustomers(session),
+        placed = _place_following_the_phase(
+            session, make_catalog, user_id=user_id, body=body, idempotency_key=idempotency_key
         )
     except service.UnknownCustomer as exc:
         raise Problem(401, "The account this token was issued for no longer exists.") from exc

@@ -35,6 +35,15 @@ class CatalogUnavailable(Exception):
     """The catalogue could not be reached in time; nothing may be assumed about stock."""
 
 
+class CatalogMoved(CatalogUnavailable):
+    """The side asked refused because product writes belong to the other side now.
+
+    The monolith and the service each follow routing.toml on their own; for a moment around
+    a phase change one may have read it and the other not yet. Nothing was reserved: the
+    order is retried with the adapter the phase calls for once read afresh.
+    """
+
+
 class ProductCatalog(ABC):
     """Prices products and takes their stock for an order.
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, selectinload
 from legacy_monolith.orders.models import Order, OrderLine
 from legacy_monolith.orders.ports import (
     CatalogItem,
+    CatalogMoved,
     CatalogUnavailable,
     Customers,
     OutOfStock,
@@ -25,6 +26,7 @@ from legacy_monolith.orders.schemas import OrderIn
 CONFIRMED = "confirmed"
 
 __all__ = [
+    "CatalogMoved",
     "CatalogUnavailable",
     "IdempotencyKeyReused",
     "OrderNotFound",

@@ -155,5 +155,6 @@ def test_the_service_refuses_writes_while_the_monolith_takes_them(system: SyncSy
             headers={"Authorization": f"Bearer {SYNC_TOKEN}"},
         )
         assert_problem(reserve, 503)
+        assert reserve.json()["code"] == "writes_elsewhere"
         after = service.get(f"/products/{ids[0]}").json()
         assert (after["name"], after["stock"]) == ("B", 5)

@@ -10,7 +10,7 @@ import pytest
 import respx
 
 from legacy_monolith.orders.adapters import HttpProductCatalog
-from legacy_monolith.orders.ports import CatalogUnavailable, OutOfStock
+from legacy_monolith.orders.ports import CatalogMoved, CatalogUnavailable, OutOfStock
 
 BASE = "http://products.test"
 RESERVE = f"{BASE}/internal/products/reservations"
@@ -77,3 +77,23 @@ def test_out_of_stock_is_the_ports_own_error_and_not_retried(
         catalog.reserve({1: 3})
     assert (caught.value.product_id, caught.value.available) == (1, 1)
     assert reserve.call_count == 1
+
+
+def test_a_refusal_because_writes_moved_back_is_reported_moved_at_once(
+    mock: respx.MockRouter, catalog: HttpProductCatalog
+) -> None:
+    """The service refuses reservations once the phase gives writes back to the monolith:
+    no retry against it, nothing to release (it rolled back), and the order is told to
+    pick its adapter again."""
+    refuse = mock.post(RESERVE).mock(
+        return_value=httpx.Response(
+            503,
+            json={"status": 503, "detail": "written by the monolith", "code": "writes_elsewhere"},
+            headers={"Retry-After": "1", "Content-Type": "application/problem+json"},
+        )
+    )
+    release = mock.delete(f"{RESERVE}/order-7-abc")
+    with pytest.raises(CatalogMoved):
+        catalog.reserve({1: 1})
+    assert refuse.call_count == 1
+    assert release.call_count == 0
