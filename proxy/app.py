@@ -69,6 +69,7 @@ class ProxyRuntime:
             queue_size=options.shadow_queue_size,
             workers=options.shadow_workers,
             samples=options.mismatch_samples,
+            recheck_seconds=options.shadow_recheck_seconds,
         )
         self.last_reload_error: str | None = None
         self.fences = WriteFences()

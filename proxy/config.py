@@ -106,6 +106,9 @@ class ProxyOptions(_Strict):
     shadow_workers: Annotated[int, Field(ge=1, le=64)] = 4
     shadow_body_cap_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024
     mismatch_samples: Annotated[int, Field(ge=1, le=1000)] = 50
+    # A shadow mismatch is asked again this much later before it counts (0: never): a row
+    # written a moment ago is not yet on the other side, and that is relay lag.
+    shadow_recheck_seconds: Annotated[float, Field(ge=0, le=60)] = 1.0
     sticky_cookie: str = "strangler_sticky"
     # A write held by the write fence longer than this is answered 503 with Retry-After.
     write_hold_seconds: Seconds = 5.0

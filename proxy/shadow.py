@@ -4,6 +4,13 @@ compare the two, and keep counts and a bounded sample of mismatches.
 The work is bounded: a fixed-size queue that drops (and counts) when full, a fixed number of
 workers, and a client of its own per upstream, so timed-out or cancelled shadow requests can
 never starve the primary connection pool. Nothing here can delay or fail a client's response.
+
+A mismatch is asked again once, `recheck_seconds` later, before it counts: a product created
+a moment ago is found on the side that took the write and not yet on the other (the relay
+lags by tens of milliseconds), and that is lag, not a disagreement. If the shadow side then
+agrees with the first answer (or is further ahead), the read counts as stale; if it still
+disagrees, it counts as a mismatch with the later diff. Rechecks wait as timers, not in the
+workers, and at most `queue_size` of them at once; beyond that a mismatch counts at once.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from proxy.compare import compare_responses
+from proxy.compare import Comparison, compare_responses
 from proxy.metrics import ProxyMetrics
 
 __all__ = ["ShadowJob", "ShadowRecorder", "ShadowStats"]
@@ -78,9 +85,13 @@ class ShadowRecorder:
         queue_size: int,
         workers: int,
         samples: int,
+        recheck_seconds: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._metrics = metrics
+        self._recheck_seconds = recheck_seconds
+        self._rechecks: set[asyncio.Task[None]] = set()
+        self._recheck_limit = queue_size
         self._queue: asyncio.Queue[ShadowJob] = asyncio.Queue(maxsize=queue_size)
         self._worker_count = workers
         self._samples = samples
@@ -99,12 +110,13 @@ class ShadowRecorder:
         self._tasks = [asyncio.create_task(self._work()) for _ in range(self._worker_count)]
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        for task in [*self._tasks, *self._rechecks]:
             task.cancel()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._rechecks]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        self._rechecks = set()
 
     def submit(self, job: ShadowJob) -> None:
         """Queue a comparison; when the queue is full, drop it and count the drop."""
@@ -128,18 +140,19 @@ class ShadowRecorder:
             finally:
                 self._queue.task_done()
 
-    async def _run(self, job: ShadowJob) -> None:
-        stats = self._stats(job.capability)
+    async def _fetch(self, job: ShadowJob) -> httpx.Response | None:
         request = job.shadow_client.build_request(job.method, job.shadow_url, headers=job.headers)
         try:
             async with asyncio.timeout(job.timeout):
-                response = await job.shadow_client.send(request)
+                return await job.shadow_client.send(request)
         except (httpx.HTTPError, TimeoutError) as exc:
-            stats.errors += 1
+            self._stats(job.capability).errors += 1
             self._metrics.shadow.labels(job.capability, "error").inc()
             log.info("shadow %s %s failed: %r", job.method, job.target, exc)
-            return
-        result = compare_responses(
+            return None
+
+    def _compare(self, job: ShadowJob, response: httpx.Response) -> Comparison:
+        return compare_responses(
             job.primary_status,
             job.primary_body,
             response.status_code,
@@ -148,6 +161,35 @@ class ShadowRecorder:
             labels=(job.primary_side, job.shadow_side),
             version_field=job.version_field,
         )
+
+    async def _run(self, job: ShadowJob) -> None:
+        response = await self._fetch(job)
+        if response is None:
+            return
+        result = self._compare(job, response)
+        if not result.matched and not result.stale and self._recheck_seconds > 0:
+            if len(self._rechecks) < self._recheck_limit:
+                task = asyncio.create_task(self._recheck(job))
+                self._rechecks.add(task)
+                task.add_done_callback(self._rechecks.discard)
+                return
+        self._count(job, response, result)
+
+    async def _recheck(self, job: ShadowJob) -> None:
+        await asyncio.sleep(self._recheck_seconds)
+        try:
+            response = await self._fetch(job)
+            if response is None:
+                return
+            result = self._compare(job, response)
+            if result.matched:  # the other side caught up with the first answer: lag
+                result = Comparison(matched=False, diff="", stale=True)
+            self._count(job, response, result)
+        except Exception:
+            log.exception("shadow recheck failed")
+
+    def _count(self, job: ShadowJob, response: httpx.Response, result: Comparison) -> None:
+        stats = self._stats(job.capability)
         if result.stale:
             stats.stale += 1
             self._metrics.shadow.labels(job.capability, "stale").inc()

@@ -7,6 +7,8 @@ It stands in for "some upstream" where the real apps cannot show what the proxy 
 - `/_echo/slow?seconds=&only=NAME`: answers after a delay (only upstream NAME, if given);
 - `/_echo/drip?chunks=&interval=`: streams chunks slowly and counts clients that went away;
 - `/_echo/big?bytes=`: a large streamed body;
+- `/_echo/late?key=&only=NAME`: like a copy the relay has not reached yet: 404 the first time
+  a key is asked (only upstream NAME, if given), then `{"key": key}` as every other upstream;
 - `/_echo/hop`: a response carrying hop-by-hop headers the proxy must strip;
 - `/_echo/stats`: counters (complete requests echoed, drips abandoned).
 """
@@ -24,6 +26,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 STATS = {"requests": 0, "drips_abandoned": 0, "drips_finished": 0}
+LATE_KEYS_SEEN: set[str] = set()
 
 
 async def status(request: Request) -> Response:
@@ -36,6 +39,15 @@ async def slow(request: Request) -> Response:
     if only is None or only == request.app.state.name:
         await asyncio.sleep(float(request.query_params.get("seconds", "1")))
     return JSONResponse({"who": request.app.state.name})
+
+
+async def late(request: Request) -> Response:
+    key = request.query_params.get("key", "")
+    only = request.query_params.get("only")
+    if (only is None or only == request.app.state.name) and key not in LATE_KEYS_SEEN:
+        LATE_KEYS_SEEN.add(key)
+        return JSONResponse({"detail": f"no {key} yet"}, status_code=404)
+    return JSONResponse({"key": key})
 
 
 async def drip(request: Request) -> Response:
@@ -107,6 +119,7 @@ def create_app(name: str) -> Starlette:
         routes=[
             Route("/_echo/status/{code:int}", status, methods=["GET", "POST"]),
             Route("/_echo/slow", slow, methods=["GET", "POST"]),
+            Route("/_echo/late", late),
             Route("/_echo/drip", drip),
             Route("/_echo/big", big),
             Route("/_echo/hop", hop),
