@@ -15,6 +15,7 @@ import httpx
 
 from proxy.metrics import ProxyMetrics
 from proxy.runtime import Upstream
+from proxy.upstream_client import UpstreamAnswer
 
 __all__ = ["FAILOVER_STATUSES", "UpstreamFailure", "call_upstream"]
 
@@ -39,7 +40,7 @@ async def call_upstream(
     headers: list[tuple[bytes, bytes]],
     content: bytes | AsyncIterator[bytes] | None,
     body_done: asyncio.Event | None = None,
-) -> httpx.Response | UpstreamFailure:
+) -> UpstreamAnswer | UpstreamFailure:
     """One call to `upstream`, up to its response headers; failures become UpstreamFailure.
 
     `body_done` is set once the client's streamed body has been read: a timeout before that
@@ -48,14 +49,10 @@ async def call_upstream(
     breaker = upstream.breaker
     if not breaker.allow():
         return UpstreamFailure("breaker_open", 503, counts_against_breaker=False)
-    client = upstream.client
-    request = client.build_request(
-        method, upstream.origin.copy_with(raw_path=target), headers=headers, content=content
-    )
     verdict: bool | None = None
     try:
         async with asyncio.timeout(upstream.config.total_timeout):
-            response = await client.send(request, stream=True)
+            response = await upstream.pool.request(method, target, headers, content)
     except httpx.PoolTimeout:
         return UpstreamFailure("pool_exhausted", 503, counts_against_breaker=False)
     except (httpx.TimeoutException, TimeoutError):
@@ -71,8 +68,8 @@ async def call_upstream(
             verdict = True
         elif (
             response.status_code == 503
-            and "retry-after" in response.headers
-            and response.headers.get("content-type", "").startswith("application/problem+json")
+            and response.header(b"retry-after") is not None
+            and (response.header(b"content-type") or b"").startswith(b"application/problem+json")
         ):
             verdict = None  # a live app refusing on purpose (e.g. writes moved): no verdict
         else:

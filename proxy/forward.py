@@ -35,6 +35,7 @@ from proxy.paths import BadPath, normalise_path
 from proxy.runtime import CapabilityRoute, CompiledConfig, RoutingState, Upstream
 from proxy.ryw import ReadYourWrites
 from proxy.shadow import ShadowJob, ShadowRecorder
+from proxy.upstream_client import UpstreamAnswer
 from strangler.phases import Side
 from strangler.problems import problem_response
 
@@ -332,7 +333,7 @@ class Forwarder:
             answered_by = fallback
             outcome = await call_upstream(self._metrics, fallback, method, target, headers, content)
         elif (
-            isinstance(outcome, httpx.Response)
+            isinstance(outcome, UpstreamAnswer)
             and fallback is not None
             and (outcome.status_code in FAILOVER_STATUSES)
         ):
@@ -400,7 +401,7 @@ class Forwarder:
                 {
                     "type": "http.response.start",
                     "status": response.status_code,
-                    "headers": downstream_headers(response.headers.raw, extra),
+                    "headers": downstream_headers(response.raw_headers, extra),
                 }
             )
             async with asyncio.timeout(answered_by.config.total_timeout):
@@ -424,9 +425,9 @@ class Forwarder:
         if route is not None and decision.shadow is not None and fallback_reason is None:
             if too_large:
                 self._shadow.skip_too_large(route.policy.name)
-            elif capture is not None and response.headers.get("content-encoding") in (
+            elif capture is not None and response.header(b"content-encoding") in (
                 None,
-                "identity",
+                b"identity",
             ):
                 shadow_upstream = route.upstream(decision.shadow)
                 self._shadow.submit(
@@ -448,7 +449,7 @@ class Forwarder:
                 )
 
     async def _body_or_cut(
-        self, response: httpx.Response, upstream: Upstream, label: str
+        self, response: UpstreamAnswer, upstream: Upstream, label: str
     ) -> AsyncIterator[bytes]:
         """The response body; if the upstream fails mid-body, the status line is already with
         the client, so the only honest signal left is to cut the connection: log and stop."""

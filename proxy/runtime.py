@@ -10,6 +10,7 @@ clients of removed or changed upstreams are closed after a grace period.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from proxy.decision import CapabilityPolicy
 from proxy.headers import Networks
 from proxy.metrics import ProxyMetrics
 from proxy.paths import ancestors
+from proxy.upstream_client import UpstreamPool
 from strangler.phases import Side
 
 __all__ = ["CapabilityRoute", "CompiledConfig", "RoutingState", "Upstream"]
@@ -35,16 +37,16 @@ class Upstream:
 
     name: str
     config: UpstreamConfig
-    client: httpx.AsyncClient
+    pool: UpstreamPool
     shadow_client: httpx.AsyncClient
     breaker: CircuitBreaker
 
-    @property
+    @functools.cached_property
     def origin(self) -> httpx.URL:
         return httpx.URL(self.config.origin)
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self.pool.aclose()
         await self.shadow_client.aclose()
 
 
@@ -88,7 +90,17 @@ class CompiledConfig:
         return None
 
 
-def _client(config: UpstreamConfig, *, shadow: bool) -> httpx.AsyncClient:
+def _pool(config: UpstreamConfig) -> UpstreamPool:
+    return UpstreamPool(
+        config.origin,
+        max_connections=config.max_connections,
+        connect_timeout=config.connect_timeout,
+        read_timeout=config.read_timeout,
+        pool_timeout=config.connect_timeout,
+    )
+
+
+def _shadow_client(config: UpstreamConfig) -> httpx.AsyncClient:
     timeout = httpx.Timeout(
         connect=config.connect_timeout,
         read=config.read_timeout,
@@ -97,7 +109,7 @@ def _client(config: UpstreamConfig, *, shadow: bool) -> httpx.AsyncClient:
     )
     # Shadow traffic gets a quarter of the pool, in a client of its own: it can never take
     # connections the primary path needs.
-    size = max(1, config.max_connections // 4) if shadow else config.max_connections
+    size = max(1, config.max_connections // 4)
     limits = httpx.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=30)
     return httpx.AsyncClient(
         timeout=timeout, limits=limits, follow_redirects=False, trust_env=False
@@ -136,8 +148,8 @@ class RoutingState:
             upstreams[name] = Upstream(
                 name=name,
                 config=settings,
-                client=_client(settings, shadow=False),
-                shadow_client=_client(settings, shadow=True),
+                pool=_pool(settings),
+                shadow_client=_shadow_client(settings),
                 breaker=CircuitBreaker(
                     failure_threshold=breaker.failure_threshold,
                     cooldown_seconds=breaker.cooldown_seconds,

@@ -1,134 +1,272 @@
-"""How one upstream call turns client-side failures into verdicts (respx fakes the network).
+"""How one upstream call turns real client-side failures into verdicts.
 
-Each failure mode of the HTTP client must become the right answer for the client and the right
-signal for the breaker: connect errors and timeouts count against the upstream, the proxy's own
-pool exhaustion does not, and a trickling upstream is cut off by the overall deadline.
+A scripted HTTP server on a loopback port plays each failure for real (refused connection,
+silence, garbage, a body cut short), and the proxy's own upstream client meets it. Each
+failure must become the right answer for the client and the right signal for the breaker:
+connect errors and timeouts count against the upstream, the proxy's own pool exhaustion does
+not, and a trickling upstream is cut off by the overall deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
-import httpx
 import pytest
-import respx
 
 from proxy.breaker import BreakerState
 from proxy.config import RoutingConfig
 from proxy.exchange import UpstreamFailure, call_upstream
 from proxy.metrics import ProxyMetrics
 from proxy.runtime import RoutingState, Upstream
+from proxy.upstream_client import UpstreamAnswer
 
-URL = "http://upstream.test"
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-def _upstream(total_timeout: float = 1.0) -> tuple[ProxyMetrics, Upstream]:
+def _answer(status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> Script:
+    async def play(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            lines = [f"HTTP/1.1 {status} X", f"Content-Length: {len(body)}"]
+            lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+            await writer.drain()
+
+    return play
+
+
+async def _silence(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await asyncio.sleep(30)
+
+
+async def _garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"this is not HTTP\r\n\r\n")
+    await writer.drain()
+    writer.close()
+
+
+async def _cut_mid_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
+    await writer.drain()
+    writer.close()
+
+
+@asynccontextmanager
+async def _server(script: Script) -> AsyncIterator[str]:
+    connections: set[asyncio.Task[None]] = set()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        connections.add(task)
+        try:
+            await script(reader, writer)
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        for task in connections:
+            task.cancel()
+        server.close()
+
+
+def _closed_port() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def _upstream(url: str, **settings: object) -> tuple[ProxyMetrics, Upstream]:
     metrics = ProxyMetrics()
     state = RoutingState(metrics)
     config = RoutingConfig.model_validate(
         {
             "breaker": {"failure_threshold": 2, "cooldown_seconds": 60},
-            "upstreams": {"monolith": {"url": URL, "total_timeout": total_timeout}},
+            "upstreams": {"monolith": {"url": url, **settings}},
         }
     )
-    compiled = state.apply(config)
-    return metrics, compiled.upstreams["monolith"]
+    return metrics, state.apply(config).upstreams["monolith"]
 
 
-@pytest.fixture
-def mock() -> Iterator[respx.MockRouter]:
-    with respx.mock(assert_all_called=False) as router:
-        yield router
+async def _call(metrics: ProxyMetrics, upstream: Upstream) -> UpstreamAnswer | UpstreamFailure:
+    outcome = await call_upstream(metrics, upstream, "GET", b"/x", [], None)
+    if isinstance(outcome, UpstreamAnswer):
+        await outcome.aread()
+        await outcome.aclose()
+    return outcome
 
 
-def _call(metrics: ProxyMetrics, upstream: Upstream) -> httpx.Response | UpstreamFailure:
-    async def run() -> httpx.Response | UpstreamFailure:
-        outcome = await call_upstream(metrics, upstream, "GET", b"/x", [], None)
-        if isinstance(outcome, httpx.Response):
-            await outcome.aclose()
-        return outcome
+def test_a_refused_connection_is_a_502_that_counts() -> None:
+    async def run() -> None:
+        metrics, upstream = _upstream(_closed_port())
+        outcome = await _call(metrics, upstream)
+        assert isinstance(outcome, UpstreamFailure)
+        assert (outcome.reason, outcome.status, outcome.counts_against_breaker) == (
+            "connect_error",
+            502,
+            True,
+        )
+        assert upstream.breaker.consecutive_failures == 1
+        await upstream.aclose()
 
-    return asyncio.run(run())
+    asyncio.run(run())
 
 
 @pytest.mark.parametrize(
-    ("error", "reason", "status"),
-    [
-        (httpx.ConnectError("refused"), "connect_error", 502),
-        (httpx.ConnectTimeout("slow connect"), "timeout", 504),
-        (httpx.ReadTimeout("slow read"), "timeout", 504),
-        (httpx.RemoteProtocolError("garbage"), "connect_error", 502),
-    ],
+    ("script", "reason", "status"),
+    [(_silence, "timeout", 504), (_garbage, "connect_error", 502)],
+    ids=["silent", "garbage"],
 )
 def test_an_upstream_failure_becomes_a_verdict_that_counts(
-    mock: respx.MockRouter, error: Exception, reason: str, status: int
+    script: Script, reason: str, status: int
 ) -> None:
-    metrics, upstream = _upstream()
-    mock.get(f"{URL}/x").mock(side_effect=error)
-    outcome = _call(metrics, upstream)
-    assert isinstance(outcome, UpstreamFailure)
-    assert (outcome.reason, outcome.status, outcome.counts_against_breaker) == (
-        reason,
-        status,
-        True,
-    )
-    assert upstream.breaker.consecutive_failures == 1
+    async def run() -> None:
+        async with _server(script) as url:
+            metrics, upstream = _upstream(url, read_timeout=0.2)
+            outcome = await _call(metrics, upstream)
+            assert isinstance(outcome, UpstreamFailure)
+            assert (outcome.reason, outcome.status, outcome.counts_against_breaker) == (
+                reason,
+                status,
+                True,
+            )
+            assert upstream.breaker.consecutive_failures == 1
+            await upstream.aclose()
+
+    asyncio.run(run())
 
 
-def test_the_proxys_own_pool_exhaustion_does_not_open_the_breaker(mock: respx.MockRouter) -> None:
-    metrics, upstream = _upstream()
-    mock.get(f"{URL}/x").mock(side_effect=httpx.PoolTimeout("pool full"))
-    for _ in range(5):
-        outcome = _call(metrics, upstream)
-        assert isinstance(outcome, UpstreamFailure) and outcome.reason == "pool_exhausted"
-    assert upstream.breaker.state is BreakerState.CLOSED
+def test_the_proxys_own_pool_exhaustion_does_not_open_the_breaker() -> None:
+    async def run() -> None:
+        async with _server(_silence) as url:
+            metrics, upstream = _upstream(
+                url, max_connections=1, connect_timeout=0.1, total_timeout=5
+            )
+            holding = asyncio.create_task(call_upstream(metrics, upstream, "GET", b"/x", [], None))
+            await asyncio.sleep(0.05)
+            for _ in range(3):
+                outcome = await _call(metrics, upstream)
+                assert isinstance(outcome, UpstreamFailure) and outcome.reason == "pool_exhausted"
+                assert outcome.status == 503
+            assert upstream.breaker.state is BreakerState.CLOSED
+            holding.cancel()
+            await asyncio.gather(holding, return_exceptions=True)
+            await upstream.aclose()
+
+    asyncio.run(run())
 
 
-def test_a_hung_upstream_is_cut_off_by_the_overall_deadline(mock: respx.MockRouter) -> None:
-    metrics, upstream = _upstream(total_timeout=0.2)
+def test_a_cancelled_call_gives_its_connection_slot_back() -> None:
+    """A client that goes away cancels the upstream call; its pool slot must come back, or
+    a proxy under churn runs out of connections it is not using."""
 
-    async def hang(request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(5)
-        return httpx.Response(200)
+    async def run() -> None:
+        async with _server(_silence) as url:
+            metrics, upstream = _upstream(
+                url, max_connections=1, connect_timeout=0.2, read_timeout=0.2
+            )
+            for _ in range(3):
+                call = asyncio.create_task(call_upstream(metrics, upstream, "GET", b"/x", [], None))
+                await asyncio.sleep(0.05)
+                call.cancel()
+                await asyncio.gather(call, return_exceptions=True)
+            after = await _call(metrics, upstream)  # the one slot is free: it gets to wait
+            assert isinstance(after, UpstreamFailure) and after.reason == "timeout"
+            await upstream.aclose()
+        async with _server(_answer(200, body=b"ok")) as url:
+            metrics, upstream = _upstream(url, max_connections=1, connect_timeout=0.2)
+            for _ in range(3):  # the one slot, reused each time
+                outcome = await call_upstream(metrics, upstream, "GET", b"/x", [], None)
+                assert isinstance(outcome, UpstreamAnswer)
+                assert await outcome.aread() == b"ok"
+                await outcome.aclose()
+            await upstream.aclose()
 
-    mock.get(f"{URL}/x").mock(side_effect=hang)
-    outcome = _call(metrics, upstream)
-    assert isinstance(outcome, UpstreamFailure) and outcome.status == 504
-
-
-def test_502_503_504_count_as_failures_and_open_the_breaker(mock: respx.MockRouter) -> None:
-    metrics, upstream = _upstream()
-    mock.get(f"{URL}/x").mock(side_effect=[httpx.Response(503), httpx.Response(504)])
-    for _ in range(2):
-        outcome = _call(metrics, upstream)
-        assert isinstance(outcome, httpx.Response)
-    assert upstream.breaker.state is BreakerState.OPEN
-    refused = _call(metrics, upstream)
-    assert isinstance(refused, UpstreamFailure) and refused.reason == "breaker_open"
-
-
-def test_a_500_is_the_upstreams_answer_not_a_breaker_failure(mock: respx.MockRouter) -> None:
-    metrics, upstream = _upstream()
-    mock.get(f"{URL}/x").mock(return_value=httpx.Response(500))
-    for _ in range(3):
-        outcome = _call(metrics, upstream)
-        assert isinstance(outcome, httpx.Response) and outcome.status_code == 500
-    assert upstream.breaker.state is BreakerState.CLOSED
+    asyncio.run(run())
 
 
-def test_a_deliberate_503_with_retry_after_does_not_open_the_breaker(
-    mock: respx.MockRouter,
-) -> None:
-    metrics, upstream = _upstream()
+def test_a_hung_upstream_is_cut_off_by_the_overall_deadline() -> None:
+    async def run() -> None:
+        async with _server(_silence) as url:
+            metrics, upstream = _upstream(url, total_timeout=0.2, read_timeout=10)
+            outcome = await _call(metrics, upstream)
+            assert isinstance(outcome, UpstreamFailure) and outcome.status == 504
+            await upstream.aclose()
+
+    asyncio.run(run())
+
+
+def test_a_body_cut_short_is_an_error_while_streaming() -> None:
+    async def run() -> None:
+        async with _server(_cut_mid_body) as url:
+            metrics, upstream = _upstream(url)
+            outcome = await call_upstream(metrics, upstream, "GET", b"/x", [], None)
+            assert isinstance(outcome, UpstreamAnswer) and outcome.status_code == 200
+            with pytest.raises(Exception, match="body cut"):
+                await outcome.aread()
+            await outcome.aclose()
+            await upstream.aclose()
+
+    asyncio.run(run())
+
+
+def test_502_503_504_count_as_failures_and_open_the_breaker() -> None:
+    async def run() -> None:
+        async with _server(_answer(503)) as url:
+            metrics, upstream = _upstream(url)
+            for _ in range(2):
+                outcome = await _call(metrics, upstream)
+                assert isinstance(outcome, UpstreamAnswer)
+            assert upstream.breaker.state is BreakerState.OPEN
+            refused = await _call(metrics, upstream)
+            assert isinstance(refused, UpstreamFailure) and refused.reason == "breaker_open"
+            await upstream.aclose()
+
+    asyncio.run(run())
+
+
+def test_a_500_is_the_upstreams_answer_not_a_breaker_failure() -> None:
+    async def run() -> None:
+        async with _server(_answer(500)) as url:
+            metrics, upstream = _upstream(url)
+            for _ in range(3):
+                outcome = await _call(metrics, upstream)
+                assert isinstance(outcome, UpstreamAnswer) and outcome.status_code == 500
+            assert upstream.breaker.state is BreakerState.CLOSED
+            await upstream.aclose()
+
+    asyncio.run(run())
+
+
+def test_a_deliberate_503_with_retry_after_does_not_open_the_breaker() -> None:
     deliberate = {"Retry-After": "1", "Content-Type": "application/problem+json"}
-    mock.get(f"{URL}/x").mock(return_value=httpx.Response(503, headers=deliberate))
-    for _ in range(5):
-        outcome = _call(metrics, upstream)
-        assert isinstance(outcome, httpx.Response) and outcome.status_code == 503
-    assert upstream.breaker.state is BreakerState.CLOSED
-    # A balancer's 503 with Retry-After in front of a dead service still counts.
-    mock.get(f"{URL}/x").mock(return_value=httpx.Response(503, headers={"Retry-After": "5"}))
-    for _ in range(2):
-        _call(metrics, upstream)
-    assert upstream.breaker.state is BreakerState.OPEN
+
+    async def run() -> None:
+        async with _server(_answer(503, deliberate)) as url:
+            metrics, upstream = _upstream(url)
+            for _ in range(5):
+                outcome = await _call(metrics, upstream)
+                assert isinstance(outcome, UpstreamAnswer) and outcome.status_code == 503
+            assert upstream.breaker.state is BreakerState.CLOSED
+            await upstream.aclose()
+        # A balancer's 503 with Retry-After in front of a dead service still counts.
+        async with _server(_answer(503, {"Retry-After": "5"})) as url:
+            metrics, upstream = _upstream(url)
+            for _ in range(2):
+                await _call(metrics, upstream)
+            assert upstream.breaker.state is BreakerState.OPEN
+            await upstream.aclose()
+
+    asyncio.run(run())
