@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The two commands of this project: `python3 dev.py up` and `python3 dev.py test`.
+"""The two commands of this project: `python3 dev.py up` and `python3 dev.py test`
+(and `python3 dev.py bench`, the benchmarks, which are not part of the tests' pass or fail).
 
 Both create (or refresh) the virtual environment in .venv first, so they work on a fresh
 machine with nothing but Python 3.11+. Only the standard library is used here, on purpose.
@@ -71,11 +72,18 @@ def test(extra: list[str]) -> int:
     return code or (1 if failed else 0)
 
 
+def bench(extra: list[str]) -> int:
+    return run([str(BIN / "python"), str(ROOT / "bench" / "run.py"), *extra])
+
+
 def main() -> int:
-    commands = {"up": up, "test": test}
+    commands = {"up": up, "test": test, "bench": bench}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(__doc__)
-        print("usage: python3 dev.py up [strangler up options] | test [pytest options]")
+        print(
+            "usage: python3 dev.py up [strangler up options] | test [pytest options] "
+            "| bench [--quick] [--only NAME ...]"
+        )
         return 2
     ensure_environment()
     return commands[sys.argv[1]](sys.argv[2:])

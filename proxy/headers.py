@@ -11,8 +11,8 @@ never leave it.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -138,14 +138,14 @@ def request_id_of(incoming: IncomingHeaders) -> bytes:
     value = incoming.request_id
     if value is not None and _REQUEST_ID.match(value):
         return value
-    return uuid.uuid4().hex.encode()
+    return os.urandom(16).hex().encode()  # what uuid4().hex is, without building a UUID
 
 
 def traceparent_of(incoming: IncomingHeaders) -> bytes:
     value = incoming.traceparent
     if value is not None and _TRACEPARENT.match(value):
         return value
-    return f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01".encode()
+    return b"00-%s-%s-01" % (os.urandom(16).hex().encode(), os.urandom(8).hex().encode())
 
 
 def _dropped(name: bytes, named: frozenset[bytes]) -> bool:

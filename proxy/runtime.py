@@ -38,7 +38,7 @@ class Upstream:
     name: str
     config: UpstreamConfig
     pool: UpstreamPool
-    shadow_client: httpx.AsyncClient
+    shadow_pool: UpstreamPool
     breaker: CircuitBreaker
 
     @functools.cached_property
@@ -47,7 +47,7 @@ class Upstream:
 
     async def aclose(self) -> None:
         await self.pool.aclose()
-        await self.shadow_client.aclose()
+        await self.shadow_pool.aclose()
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,29 +90,16 @@ class CompiledConfig:
         return None
 
 
-def _pool(config: UpstreamConfig) -> UpstreamPool:
+def _pool(config: UpstreamConfig, *, shadow: bool) -> UpstreamPool:
+    # Shadow traffic gets a quarter of the connections, in a pool of its own: it can never
+    # take connections the primary path needs.
+    size = max(1, config.max_connections // 4) if shadow else config.max_connections
     return UpstreamPool(
         config.origin,
-        max_connections=config.max_connections,
+        max_connections=size,
         connect_timeout=config.connect_timeout,
         read_timeout=config.read_timeout,
         pool_timeout=config.connect_timeout,
-    )
-
-
-def _shadow_client(config: UpstreamConfig) -> httpx.AsyncClient:
-    timeout = httpx.Timeout(
-        connect=config.connect_timeout,
-        read=config.read_timeout,
-        write=config.read_timeout,
-        pool=config.connect_timeout,
-    )
-    # Shadow traffic gets a quarter of the pool, in a client of its own: it can never take
-    # connections the primary path needs.
-    size = max(1, config.max_connections // 4)
-    limits = httpx.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=30)
-    return httpx.AsyncClient(
-        timeout=timeout, limits=limits, follow_redirects=False, trust_env=False
     )
 
 
@@ -148,8 +135,8 @@ class RoutingState:
             upstreams[name] = Upstream(
                 name=name,
                 config=settings,
-                pool=_pool(settings),
-                shadow_client=_shadow_client(settings),
+                pool=_pool(settings, shadow=False),
+                shadow_pool=_pool(settings, shadow=True),
                 breaker=CircuitBreaker(
                     failure_threshold=breaker.failure_threshold,
                     cooldown_seconds=breaker.cooldown_seconds,

@@ -27,6 +27,7 @@ import httpx
 
 from proxy.compare import Comparison, compare_responses
 from proxy.metrics import ProxyMetrics
+from proxy.upstream_client import UpstreamPool
 
 __all__ = ["ShadowJob", "ShadowRecorder", "ShadowStats"]
 
@@ -43,11 +44,16 @@ class ShadowJob:
     primary_status: int
     primary_body: bytes
     shadow_side: str
-    shadow_client: httpx.AsyncClient
-    shadow_url: httpx.URL
+    shadow_pool: UpstreamPool
     timeout: float
     ignore_fields: Collection[str]
     version_field: str | None = None
+
+
+@dataclass(frozen=True)
+class _ShadowAnswer:
+    status_code: int
+    content: bytes
 
 
 @dataclass
@@ -140,18 +146,21 @@ class ShadowRecorder:
             finally:
                 self._queue.task_done()
 
-    async def _fetch(self, job: ShadowJob) -> httpx.Response | None:
-        request = job.shadow_client.build_request(job.method, job.shadow_url, headers=job.headers)
+    async def _fetch(self, job: ShadowJob) -> _ShadowAnswer | None:
         try:
             async with asyncio.timeout(job.timeout):
-                return await job.shadow_client.send(request)
+                answer = await job.shadow_pool.request(job.method, job.target, job.headers, None)
+                try:
+                    return _ShadowAnswer(answer.status_code, await answer.aread())
+                finally:
+                    await answer.aclose()
         except (httpx.HTTPError, TimeoutError) as exc:
             self._stats(job.capability).errors += 1
             self._metrics.shadow.labels(job.capability, "error").inc()
             log.info("shadow %s %s failed: %r", job.method, job.target, exc)
             return None
 
-    def _compare(self, job: ShadowJob, response: httpx.Response) -> Comparison:
+    def _compare(self, job: ShadowJob, response: _ShadowAnswer) -> Comparison:
         return compare_responses(
             job.primary_status,
             job.primary_body,
@@ -188,7 +197,7 @@ class ShadowRecorder:
         except Exception:
             log.exception("shadow recheck failed")
 
-    def _count(self, job: ShadowJob, response: httpx.Response, result: Comparison) -> None:
+    def _count(self, job: ShadowJob, response: _ShadowAnswer, result: Comparison) -> None:
         stats = self._stats(job.capability)
         if result.stale:
             stats.stale += 1
@@ -213,7 +222,7 @@ class ShadowRecorder:
                 "shadow": {
                     "side": job.shadow_side,
                     "status": response.status_code,
-                    "body": response.text,
+                    "body": response.content.decode("utf-8", errors="replace"),
                 },
                 "diff": result.diff,
             }

@@ -135,11 +135,14 @@ class UpstreamPool:
         content: bytes | AsyncIterator[bytes] | None,
     ) -> UpstreamAnswer:
         """Send one request; the answer once its status line and headers have arrived."""
-        try:
-            async with asyncio.timeout(self._pool_timeout):
-                await self._slots.acquire()
-        except TimeoutError as exc:
-            raise httpx.PoolTimeout("no free connection to the upstream in time") from exc
+        if self._slots.locked():  # only a full pool needs a deadline on the wait
+            try:
+                async with asyncio.timeout(self._pool_timeout):
+                    await self._slots.acquire()
+            except TimeoutError as exc:
+                raise httpx.PoolTimeout("no free connection to the upstream in time") from exc
+        else:
+            await self._slots.acquire()
         session = self._session or self._open()
         sent = CIMultiDict(
             (name.decode("latin-1"), value.decode("latin-1")) for name, value in headers
