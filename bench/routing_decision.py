@@ -68,7 +68,7 @@ def _pytest_benchmark(json_path: Path, quick: bool) -> dict[str, Result]:
     if quick:
         argv += ["--benchmark-max-time=0.02", "--benchmark-min-rounds=2", "--benchmark-warmup=off"]
     else:
-        argv += ["--benchmark-max-time=1", "--benchmark-min-rounds=25"]
+        argv += ["--benchmark-max-time=2", "--benchmark-min-rounds=25"]
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0 or not json_path.exists():
         raise RuntimeError(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from proxy import paths
 from proxy.paths import BadPath, ancestors, normalise_path
 
 
@@ -68,3 +71,25 @@ def test_ancestors_run_from_longest_to_root() -> None:
     assert ancestors("/a/b/c") == ["/a/b/c", "/a/b", "/a", "/"]
     assert ancestors("/a/") == ["/a", "/"]
     assert ancestors("/") == ["/"]
+
+
+@given(
+    parts=st.lists(
+        st.sampled_from(
+            ["", ".", "..", "a", "B9", ".x", "..y", "a.b", "~u", "-_", "%2e", "%41", "@:"]
+        ),
+        max_size=6,
+    ),
+    trailing=st.booleans(),
+)
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_the_plain_path_shortcut_agrees_with_the_full_normalisation(
+    parts: list[str], trailing: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plain paths skip the per-segment work; whatever takes the shortcut must come out
+    exactly as the full normalisation would have it."""
+    raw = ("/" + "/".join(parts) + ("/" if trailing else "")).encode()
+    fast = normalise_path(raw)
+    with monkeypatch.context() as patched:
+        patched.setattr(paths, "_PLAIN", re.compile(rb"(?!)"))  # never matches: full path
+        assert normalise_path(raw) == fast
