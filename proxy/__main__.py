@@ -1,6 +1,7 @@
 """`python -m proxy serve`: run the routing proxy with uvicorn.
 
-uvicorn runs with the httptools parser (it refuses Content-Length with Transfer-Encoding and
+uvicorn runs with the httptools parser (its protocol wrapped so that a response's writes go out
+in one send: proxy/serving.py; the parser refuses Content-Length with Transfer-Encoding and
 obsolete line folding; the proxy itself refuses a missing or repeated Host), without its
 X-Forwarded-* middleware (which would trust any loopback peer) and without the access log.
 """
@@ -13,6 +14,7 @@ import typer
 import uvicorn
 
 from proxy.config import ConfigError
+from proxy.serving import CoalescingHttpToolsProtocol
 from proxy.settings import ProxySettings
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -38,7 +40,7 @@ def serve(
         app,
         host=host or settings.host,
         port=port or settings.port,
-        http="httptools",
+        http=CoalescingHttpToolsProtocol,
         loop="uvloop",
         proxy_headers=False,
         server_header=False,

@@ -76,10 +76,12 @@ async def call_upstream(
             verdict = False
         return response
     finally:
+        before = breaker.state
         if verdict is True:
             breaker.record_success()
         elif verdict is False:
             breaker.record_failure()
         else:
             breaker.record_abandoned()
-        metrics.set_breaker(upstream.name, breaker.state.value)
+        if breaker.state is not before:  # the gauge changes rarely: no label lookup per request
+            metrics.set_breaker(upstream.name, breaker.state.value)
