@@ -271,3 +271,70 @@ def test_a_deliberate_503_with_retry_after_does_not_open_the_breaker() -> None:
             await upstream.aclose()
 
     asyncio.run(run())
+
+
+async def _one_answer_then_close(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")  # says nothing of closing
+    await writer.drain()
+    writer.close()
+
+
+async def _close_delimited(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end")
+    await writer.drain()
+    writer.close()
+
+
+async def _interim_then_final(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndone"
+    )
+    await writer.drain()
+    await asyncio.sleep(5)
+
+
+def test_a_kept_alive_connection_the_upstream_closed_is_not_reused() -> None:
+    """Upstreams close idle keep-alive connections on their own schedule (uvicorn after 5 s);
+    the next request must go out on a new connection, not fail on the dead one."""
+
+    async def run() -> None:
+        async with _server(_one_answer_then_close) as url:
+            metrics, upstream = _upstream(url)
+            for _ in range(3):
+                outcome = await _call(metrics, upstream)
+                assert isinstance(outcome, UpstreamAnswer) and outcome.status_code == 200
+                await asyncio.sleep(0.05)
+            await upstream.aclose()
+
+    asyncio.run(run())
+
+
+def test_an_answer_delimited_by_the_close_is_read_to_its_end() -> None:
+    async def run() -> None:
+        async with _server(_close_delimited) as url:
+            metrics, upstream = _upstream(url)
+            outcome = await call_upstream(metrics, upstream, "GET", b"/x", [], None)
+            assert isinstance(outcome, UpstreamAnswer)
+            assert await outcome.aread() == b"until the end"
+            await outcome.aclose()
+            await upstream.aclose()
+
+    asyncio.run(run())
+
+
+def test_an_interim_100_continue_is_not_taken_for_the_answer() -> None:
+    async def run() -> None:
+        async with _server(_interim_then_final) as url:
+            metrics, upstream = _upstream(url)
+            outcome = await call_upstream(metrics, upstream, "POST", b"/x", [], b"body")
+            assert isinstance(outcome, UpstreamAnswer) and outcome.status_code == 201
+            assert await outcome.aread() == b"done"
+            await outcome.aclose()
+            await upstream.aclose()
+
+    asyncio.run(run())
