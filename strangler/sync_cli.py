@@ -80,6 +80,14 @@ def relay(
     direction: DirectionOption = Direction.AUTO,
     batch_size: Annotated[int, typer.Option(min=1, max=5000)] = 500,
     until_drained: Annotated[bool, typer.Option(help="Stop once nothing is pending")] = False,
+    idle_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0.001,
+            max=10,
+            help="Wait between polls of an empty outbox: the floor of the relay's lag",
+        ),
+    ] = 0.02,
 ) -> None:
     """Deliver the outbox of the source side to the other side until Ctrl-C."""
     settings = CliSettings()
@@ -119,7 +127,7 @@ def relay(
             timer = threading.Timer(1.0, round_stop.set)
             timer.start()
             try:
-                worker.run(round_stop, until_drained=until_drained)
+                worker.run(round_stop, until_drained=until_drained, idle_seconds=idle_seconds)
             finally:
                 timer.cancel()
             quiet = worker.stats.delivered == reported
