@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -81,6 +82,28 @@ def _diff_rows(source: list[dict[str, Any]], target: list[dict[str, Any]]) -> li
     return found
 
 
+_RANGES_PER_CALL = 4
+"""A round's ranges are asked a few at a time: the first round covers the whole table, and one
+call for all of it outlasts the client's timeout on a large table."""
+
+
+def _checksums(side: SyncClient, ranges: list[tuple[int, int]]) -> list[dict[str, int]]:
+    sums: list[dict[str, int]] = []
+    for start in range(0, len(ranges), _RANGES_PER_CALL):
+        sums.extend(side.checksums(ranges[start : start + _RANGES_PER_CALL]))
+    return sums
+
+
+def _both_sides(
+    source: SyncClient, target: SyncClient, ranges: list[tuple[int, int]]
+) -> tuple[list[dict[str, int]], list[dict[str, int]]]:
+    """Both sides checksum the same ranges at the same time: each works on its own database."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        target_sums = pool.submit(_checksums, target, ranges)
+        source_sums = _checksums(source, ranges)
+        return source_sums, target_sums.result()
+
+
 def reconcile(
     source: SyncClient,
     target: SyncClient,
@@ -106,8 +129,7 @@ def reconcile(
     pending = split_range(min(lows), max(highs) + 1, fanout)
     leaves: list[tuple[int, int]] = []
     while pending:
-        sums_a = source.checksums(pending)
-        sums_b = target.checksums(pending)
+        sums_a, sums_b = _both_sides(source, target, pending)
         report.ranges_checked += len(pending)
         on_range(len(pending))
         next_round: list[tuple[int, int]] = []
