@@ -40,7 +40,13 @@ def _ensure_writes_here(session: Session) -> None:
         raise WritesMoved(phase_file.current().value)
 
 
-def _emit(session: Session, product_id: int, *, deleted_version: int | None = None) -> None:
+def _emit(
+    session: Session,
+    product_id: int,
+    *,
+    deleted_version: int | None = None,
+    product: Product | None = None,
+) -> None:
     """Write the product's change event to the outbox when the phase syncs monolith -> service.
 
     Called inside the write's transaction, after the change: both commit or neither does.
@@ -51,6 +57,16 @@ def _emit(session: Session, product_id: int, *, deleted_version: int | None = No
         return
     if deleted_version is not None:
         event = ChangeEvent(entity="products", key=product_id, version=deleted_version, op="delete")
+    elif product is not None:
+        # Flushed by the caller, the object holds what was written (an attribute changed by a
+        # SQL expression would be expired and loaded here): no need to read the row back.
+        event = ChangeEvent(
+            entity="products",
+            key=product_id,
+            version=product.version,
+            op="upsert",
+            data={column: getattr(product, column) for column in DATA_COLUMNS},
+        )
     else:
         session.flush()
         row = session.execute(
@@ -145,7 +161,7 @@ def create_product(session: Session, new: ProductCreate) -> Product:
     except IntegrityError as exc:
         session.rollback()
         raise SkuTaken(new.sku) from exc
-    _emit(session, product.id)
+    _emit(session, product.id, product=product)
     _commit_or_sku_taken(session, new.sku)
     return product
 
@@ -177,7 +193,7 @@ def add_missing_products(session: Session, products: Sequence[ProductCreate]) ->
         session.add_all(fresh)
         session.flush()
         for product in fresh:
-            _emit(session, product.id)
+            _emit(session, product.id, product=product)
         added += len(fresh)
     session.commit()
     return added
@@ -205,7 +221,7 @@ def update_product(session: Session, product_id: int, patch: ProductPatch) -> Pr
     except IntegrityError as exc:
         session.rollback()
         raise SkuTaken(str(sku)) from exc
-    _emit(session, product.id)
+    _emit(session, product.id, product=product)
     _commit_or_sku_taken(session, str(sku or product.sku))
     return product
 
