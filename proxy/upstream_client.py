@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import cast
@@ -34,6 +35,7 @@ __all__ = ["UpstreamAnswer", "UpstreamPool"]
 
 _HIGH_WATER = 256 * 1024  # buffered body bytes before the upstream socket stops being read
 _REPEATABLE = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+_SAFE_IDLE_SECONDS = 1.0
 
 
 class _Closed(Exception):
@@ -49,6 +51,7 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.idle_since = 0.0
         self._delimited_by_close = False
         self._reusable = False
         self._error: BaseException | None = None
@@ -165,6 +168,9 @@ class _Connection(asyncio.Protocol):
     def _check_idle(self) -> None:
         """A read deadline, re-armed lazily: one timer per exchange, not one per read."""
         left = self._last_read + self._read_timeout - self._loop.time()
+        if self._paused_reading:  # we stopped reading (a slow client): not the upstream's stall
+            self._last_read = self._loop.time()
+            left = self._read_timeout
         if left > 0:
             self._timer = self._loop.call_later(left, self._check_idle)
             return
@@ -312,6 +318,7 @@ class UpstreamPool:
 
     def give_back(self, connection: _Connection) -> None:
         if connection.keep_alive():
+            connection.idle_since = time.monotonic()
             self._idle.append(connection)
         else:
             connection.close()
@@ -334,11 +341,19 @@ class UpstreamPool:
             raise httpx.ConnectError(str(exc)) from exc
         return protocol
 
-    def _idle_connection(self) -> _Connection | None:
+    def _idle_connection(self, repeatable: bool) -> _Connection | None:
+        """The most recently used live idle connection. A request that cannot be sent twice
+        takes only one idle for less than `_SAFE_IDLE_SECONDS`: upstreams close idle
+        connections on their own schedule (uvicorn after 5 s, gunicorn after 2 s), and one
+        closed just as the request goes out cannot be told from a failed request."""
         while self._idle:
             connection = self._idle.pop()
-            if not connection.closed:
-                return connection
+            if connection.closed:
+                continue
+            if not repeatable and time.monotonic() - connection.idle_since > _SAFE_IDLE_SECONDS:
+                connection.close()
+                continue
+            return connection
         return None
 
     async def request(
@@ -360,7 +375,7 @@ class UpstreamPool:
         try:
             head, chunked = self._head(method, target, headers, content)
             repeatable = method in _REPEATABLE and not isinstance(content, AsyncIterator)
-            connection = self._idle_connection()
+            connection = self._idle_connection(repeatable)
             if connection is not None:
                 try:
                     return await self._exchange(connection, method, head, content, chunked)

@@ -338,3 +338,65 @@ def test_an_interim_100_continue_is_not_taken_for_the_answer() -> None:
             await upstream.aclose()
 
     asyncio.run(run())
+
+
+def _big_answer(size: int) -> Script:
+    async def play(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size)
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    return play
+
+
+def test_a_client_reading_slowly_is_not_the_upstreams_read_timeout() -> None:
+    """The client holds back a large answer (the proxy stops reading the upstream to keep
+    its buffer bounded); that pause is not the upstream going silent."""
+
+    async def run() -> None:
+        size = 2 * 1024 * 1024
+        async with _server(_big_answer(size)) as url:
+            metrics, upstream = _upstream(url, read_timeout=0.2)
+            outcome = await call_upstream(metrics, upstream, "GET", b"/x", [], None)
+            assert isinstance(outcome, UpstreamAnswer)
+            received = 0
+            async for chunk in outcome.aiter_raw():
+                if received == 0:
+                    await asyncio.sleep(0.6)  # three read timeouts' worth of a stalled reader
+                received += len(chunk)
+            assert received == size
+            await outcome.aclose()
+            await upstream.aclose()
+
+    asyncio.run(run())
+
+
+def test_a_write_is_not_sent_on_a_connection_that_may_have_idled_out() -> None:
+    """A POST cannot be sent twice, so it must not meet a kept-alive connection the upstream
+    may be closing right then: after a pause it goes out on a new connection."""
+    connections = 0
+
+    async def counting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await _answer(200, body=b"ok")(reader, writer)
+
+    async def run() -> None:
+        async with _server(counting) as url:
+            metrics, upstream = _upstream(url)
+            for method in ("GET", "POST"):  # back to back: the one connection is reused
+                outcome = await call_upstream(metrics, upstream, method, b"/x", [], b"")
+                assert isinstance(outcome, UpstreamAnswer)
+                await outcome.aread()
+                await outcome.aclose()
+            assert connections == 1
+            await asyncio.sleep(1.2)
+            outcome = await call_upstream(metrics, upstream, "POST", b"/x", [], b"")
+            assert isinstance(outcome, UpstreamAnswer)
+            await outcome.aread()
+            await outcome.aclose()
+            assert connections == 2
+            await upstream.aclose()
+
+    asyncio.run(run())
