@@ -12,7 +12,7 @@ from __future__ import annotations
 import hmac
 import json
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, Field
@@ -22,7 +22,14 @@ from sqlalchemy.orm import Session
 from strangler.db import ReadSession, WriteSession
 from strangler.problems import Problem
 from strangler.sync.apply import EntitySpec, advance_key_sequence, apply_events, held_version
-from strangler.sync.checksums import key_bounds, range_sums, rows_after, rows_in_range
+from strangler.sync.checksums import (
+    PYTHON_HASH,
+    available_hashes,
+    key_bounds,
+    range_sums,
+    rows_after,
+    rows_in_range,
+)
 from strangler.sync.events import ChangeEvent, EventBatch, OutcomeBatch
 from strangler.sync.outbox import outbox_lag, record_change
 from strangler.sync.tables import SyncTables
@@ -50,8 +57,22 @@ def _spec(request: Request, entity: str) -> EntitySpec:
     return specs[entity]
 
 
+HashName = Literal["blake2b-json", "pg-jsonb"]
+
+
 class ChecksumRequest(BaseModel):
     bounds: list[tuple[int, int]] = Field(max_length=256)
+    hash: HashName = PYTHON_HASH
+
+
+def _usable(session: Session, hash_name: str) -> str:
+    if hash_name not in available_hashes(session):
+        raise Problem(
+            422,
+            f"This side cannot compute the {hash_name!r} row hash (it offers "
+            f"{', '.join(available_hashes(session))}); ask for one its bounds answer lists.",
+        )
+    return hash_name
 
 
 class ReemitRequest(BaseModel):
@@ -113,14 +134,15 @@ def sync_router() -> APIRouter:
         return OutcomeBatch(results=outcomes)
 
     @router.get("/bounds")
-    def bounds(entity: str, request: Request, session: WriteSession) -> dict[str, int | None]:
+    def bounds(entity: str, request: Request, session: WriteSession) -> dict[str, Any]:
         return key_bounds(session, _spec(request, entity))
 
     @router.post("/checksums")
     def checksums(
         entity: str, body: ChecksumRequest, request: Request, session: WriteSession
     ) -> dict[str, Any]:
-        return {"ranges": range_sums(session, _spec(request, entity), body.bounds)}
+        spec = _spec(request, entity)
+        return {"ranges": range_sums(session, spec, body.bounds, _usable(session, body.hash))}
 
     @router.get("/rows")
     def rows(
@@ -129,10 +151,12 @@ def sync_router() -> APIRouter:
         session: WriteSession,
         lo: Annotated[int, Query()],
         hi: Annotated[int, Query()],
+        hash: Annotated[HashName, Query()] = PYTHON_HASH,
     ) -> dict[str, Any]:
         if hi - lo > 100_000:
             raise Problem(422, "Ask for at most 100,000 keys of rows at once.")
-        return {"rows": rows_in_range(session, _spec(request, entity), lo, hi)}
+        spec = _spec(request, entity)
+        return {"rows": rows_in_range(session, spec, lo, hi, _usable(session, hash))}
 
     @router.get("/lag")
     def lag(entity: str, request: Request, session: ReadSession) -> dict[str, Any]:

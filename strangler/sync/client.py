@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from strangler.sync.checksums import PYTHON_HASH
 from strangler.sync.events import ApplyOutcome, ChangeEvent, OutcomeBatch
 
 __all__ = ["SyncApiError", "SyncClient"]
@@ -63,20 +64,24 @@ class SyncClient:
         payload = {"events": [e.model_dump(mode="json") for e in events]}
         return OutcomeBatch.model_validate(self._call("POST", "/events", json=payload)).results
 
-    def bounds(self) -> dict[str, int | None]:
-        result: dict[str, int | None] = self._call("GET", "/bounds")
+    def bounds(self) -> dict[str, Any]:
+        """min, max and count of the keys, and `hashes`: the row hashes the side offers."""
+        result: dict[str, Any] = self._call("GET", "/bounds")
+        result.setdefault("hashes", [PYTHON_HASH])  # a side from before hashes were offered
         return result
 
-    def checksums(self, bounds: Sequence[tuple[int, int]]) -> list[dict[str, int]]:
+    def checksums(
+        self, bounds: Sequence[tuple[int, int]], hash_name: str = PYTHON_HASH
+    ) -> list[dict[str, int]]:
         result: list[dict[str, int]] = self._call(
-            "POST", "/checksums", json={"bounds": [list(b) for b in bounds]}
+            "POST", "/checksums", json={"bounds": [list(b) for b in bounds], "hash": hash_name}
         )["ranges"]
         return result
 
-    def rows(self, lo: int, hi: int) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._call("GET", "/rows", params={"lo": lo, "hi": hi})[
-            "rows"
-        ]
+    def rows(self, lo: int, hi: int, hash_name: str = PYTHON_HASH) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call(
+            "GET", "/rows", params={"lo": lo, "hi": hi, "hash": hash_name}
+        )["rows"]
         return result
 
     def lag(self) -> dict[str, Any]:

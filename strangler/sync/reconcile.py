@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from strangler.sync.checksums import split_range
+from strangler.sync.checksums import HASHES, split_range
 from strangler.sync.client import SyncClient
 
 __all__ = [
     "Difference",
+    "common_hash",
     "ReconcileReport",
     "last_verdict",
     "reconcile",
@@ -87,21 +88,33 @@ _RANGES_PER_CALL = 4
 call for all of it outlasts the client's timeout on a large table."""
 
 
-def _checksums(side: SyncClient, ranges: list[tuple[int, int]]) -> list[dict[str, int]]:
+def _checksums(
+    side: SyncClient, ranges: list[tuple[int, int]], hash_name: str
+) -> list[dict[str, int]]:
     sums: list[dict[str, int]] = []
     for start in range(0, len(ranges), _RANGES_PER_CALL):
-        sums.extend(side.checksums(ranges[start : start + _RANGES_PER_CALL]))
+        sums.extend(side.checksums(ranges[start : start + _RANGES_PER_CALL], hash_name))
     return sums
 
 
 def _both_sides(
-    source: SyncClient, target: SyncClient, ranges: list[tuple[int, int]]
+    source: SyncClient, target: SyncClient, ranges: list[tuple[int, int]], hash_name: str
 ) -> tuple[list[dict[str, int]], list[dict[str, int]]]:
     """Both sides checksum the same ranges at the same time: each works on its own database."""
     with ThreadPoolExecutor(max_workers=1) as pool:
-        target_sums = pool.submit(_checksums, target, ranges)
-        source_sums = _checksums(source, ranges)
+        target_sums = pool.submit(_checksums, target, ranges, hash_name)
+        source_sums = _checksums(source, ranges, hash_name)
         return source_sums, target_sums.result()
+
+
+def common_hash(source_offers: list[str], target_offers: list[str]) -> str:
+    """The best row hash both sides can compute (the database's own when both can)."""
+    for name in HASHES:
+        if name in source_offers and name in target_offers:
+            return name
+    raise ValueError(
+        f"the sides share no row hash (source offers {source_offers}, target {target_offers})"
+    )
 
 
 def reconcile(
@@ -121,6 +134,7 @@ def reconcile(
     """
     report = ReconcileReport(source=source.base_url, target=target.base_url)
     a, b = source.bounds(), target.bounds()
+    hash_name = common_hash(a["hashes"], b["hashes"])
     report.rows_source, report.rows_target = int(a["count"] or 0), int(b["count"] or 0)
     lows = [v for v in (a["min"], b["min"]) if v is not None]
     highs = [v for v in (a["max"], b["max"]) if v is not None]
@@ -129,7 +143,7 @@ def reconcile(
     pending = split_range(min(lows), max(highs) + 1, fanout)
     leaves: list[tuple[int, int]] = []
     while pending:
-        sums_a, sums_b = _both_sides(source, target, pending)
+        sums_a, sums_b = _both_sides(source, target, pending, hash_name)
         report.ranges_checked += len(pending)
         on_range(len(pending))
         next_round: list[tuple[int, int]] = []
@@ -138,7 +152,7 @@ def reconcile(
                 continue
             lo, hi = x["lo"], x["hi"]
             if hi - lo <= leaf_size:
-                found = _diff_rows(source.rows(lo, hi), target.rows(lo, hi))
+                found = _diff_rows(source.rows(lo, hi, hash_name), target.rows(lo, hi, hash_name))
                 if found:
                     leaves.append((lo, hi))
                 report.differences.extend(found)
@@ -150,7 +164,8 @@ def reconcile(
         time.sleep(min(0.25, confirm_seconds))
         again = {}
         for lo, hi in leaves:
-            again.update({d.key: d for d in _diff_rows(source.rows(lo, hi), target.rows(lo, hi))})
+            pair = source.rows(lo, hi, hash_name), target.rows(lo, hi, hash_name)
+            again.update({d.key: d for d in _diff_rows(*pair)})
         report.differences = [again[d.key] for d in report.differences if d.key in again]
     report.differences.sort(key=lambda d: d.key)
     return report

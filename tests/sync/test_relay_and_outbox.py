@@ -11,13 +11,14 @@ import time
 import uuid
 
 import httpx
-from sqlalchemy import MetaData, insert, select
+from sqlalchemy import MetaData, insert, select, text
 
 from strangler.db import create_db_engine
 from strangler.sync.tables import sync_tables
 from tests.support.factories import new_account, new_product
+from tests.support.problems import assert_problem
 from tests.support.processes import monolith_env, run_monolith_command
-from tests.sync.conftest import SyncSystem
+from tests.sync.conftest import SYNC_TOKEN, SyncSystem
 
 
 def _hammer(system: SyncSystem, writes: int, threads: int = 4) -> list[int]:
@@ -185,3 +186,55 @@ def test_the_sync_endpoints_need_the_service_token(system: SyncSystem) -> None:
             assert response.status_code == 401, (base, response.text)
             assert response.headers["content-type"] == "application/problem+json"
         assert httpx.get(f"{base}/internal/sync/products/bounds").status_code == 401
+
+
+def test_both_sides_offer_the_row_hashes_their_database_can_compute(system: SyncSystem) -> None:
+    """PostgreSQL sides hash rows in SQL (what makes reconcile cost about one aggregate query);
+    each hash agrees across sides on equal rows and tells a changed row apart; a SQLite side
+    refuses the SQL hash by name instead of answering with a hash nobody else computes."""
+    with system.monolith_client() as client:
+        account = new_account(client)
+        for _ in range(5):
+            new_product(client, account)
+    system.set_phase("dual_write")
+    assert system.cli("backfill", "products").returncode == 0
+    headers = {"Authorization": f"Bearer {SYNC_TOKEN}"}
+    sides = [system.monolith.base_url, system.service.base_url]
+    offered = [
+        httpx.get(f"{base}/internal/sync/products/bounds", headers=headers).json()["hashes"]
+        for base in sides
+    ]
+    expected = ["pg-jsonb", "blake2b-json"] if system.backend == "postgresql" else ["blake2b-json"]
+    assert offered == [expected, expected]
+
+    def sums(hash_name: str) -> list[tuple[int, int]]:
+        answers = [
+            httpx.post(
+                f"{base}/internal/sync/products/checksums",
+                json={"bounds": [[0, 1_000_000]], "hash": hash_name},
+                headers=headers,
+            )
+            for base in sides
+        ]
+        assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+        return [
+            (a.json()["ranges"][0]["count"], a.json()["ranges"][0]["checksum"]) for a in answers
+        ]
+
+    before = {name: sums(name) for name in expected}
+    for source_sum, target_sum in before.values():
+        assert source_sum == target_sum and source_sum[0] == 5
+    engine = create_db_engine(system.service_db)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE products SET name = 'changed by hand' WHERE id = 3"))
+    engine.dispose()
+    for name in expected:
+        source_sum, target_sum = sums(name)
+        assert source_sum == before[name][0] and target_sum != source_sum, name
+    if system.backend == "sqlite":
+        refused = httpx.post(
+            f"{system.service.base_url}/internal/sync/products/checksums",
+            json={"bounds": [[0, 10]], "hash": "pg-jsonb"},
+            headers=headers,
+        )
+        assert_problem(refused, 422, "pg-jsonb")

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import pytest
+
 from strangler.sync.client import SyncClient
-from strangler.sync.reconcile import reconcile
+from strangler.sync.reconcile import common_hash, reconcile
 
 
 class _Side:
@@ -17,11 +19,11 @@ class _Side:
         self.base_url = "fake"
         self.reads = 0
 
-    def bounds(self) -> dict[str, int | None]:
+    def bounds(self) -> dict[str, Any]:
         keys = self.rows_by_key
-        return {"min": min(keys), "max": max(keys), "count": len(keys)}
+        return {"min": min(keys), "max": max(keys), "count": len(keys), "hashes": ["blake2b-json"]}
 
-    def checksums(self, bounds: list[tuple[int, int]]) -> list[dict[str, Any]]:
+    def checksums(self, bounds: list[tuple[int, int]], hash_name: str) -> list[dict[str, Any]]:
         out = []
         for lo, hi in bounds:
             inside = [(k, v) for k, v in self.rows_by_key.items() if lo <= k < hi]
@@ -30,7 +32,7 @@ class _Side:
             )
         return out
 
-    def rows(self, lo: int, hi: int) -> list[dict[str, Any]]:
+    def rows(self, lo: int, hi: int, hash_name: str) -> list[dict[str, Any]]:
         self.reads += 1
         return [
             {"key": k, "version": v, "hash": str(v)}
@@ -42,8 +44,8 @@ class _Side:
 class _CatchingUp(_Side):
     """A target that receives the missing event after it was first looked at."""
 
-    def rows(self, lo: int, hi: int) -> list[dict[str, Any]]:
-        found = super().rows(lo, hi)
+    def rows(self, lo: int, hi: int, hash_name: str) -> list[dict[str, Any]]:
+        found = super().rows(lo, hi, hash_name)
         if self.reads == 1:
             self.rows_by_key[7] = 3
         return found
@@ -65,3 +67,12 @@ def test_a_row_that_stays_different_is_reported_after_confirming() -> None:
     stale = _Side({k: 1 for k in range(1, 50)})
     assert _run(_Side(source), stale, 0.6) == [7, 30]
     assert stale.reads >= 3  # it looked again before reporting
+
+
+def test_the_sides_use_the_best_row_hash_both_can_compute() -> None:
+    both_postgres = common_hash(["pg-jsonb", "blake2b-json"], ["pg-jsonb", "blake2b-json"])
+    assert both_postgres == "pg-jsonb"
+    # A SQLite side cannot hash in SQL: a database's hash would never match Python's.
+    assert common_hash(["pg-jsonb", "blake2b-json"], ["blake2b-json"]) == "blake2b-json"
+    with pytest.raises(ValueError, match="share no row hash"):
+        common_hash(["pg-jsonb"], ["blake2b-json"])
