@@ -32,6 +32,7 @@ __all__ = [
     "machine",
     "missing_tools",
     "nginx_conf",
+    "print_measurements",
     "run_wrk",
     "wait_http",
 ]
@@ -57,6 +58,18 @@ class Measurement:
 
     def as_dict(self) -> dict[str, object]:
         return {**asdict(self), "met": self.met}
+
+
+def print_measurements(measurements: list[Measurement]) -> None:
+    """What a benchmark run on its own prints: each row, its verdict and the figures behind it."""
+    for m in measurements:
+        verdict = "met" if m.met else "MISSED"
+        print(f"{m.name}: {m.value:,.3f} {m.unit} (target {m.target}, {verdict})")
+        print(f"    {m.measured_as}")
+        for key, value in m.context.items():
+            print(f"    {key}: {value}")
+        if m.note:
+            print(f"    note: {m.note}")
 
 
 def free_port() -> int:

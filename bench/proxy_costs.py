@@ -32,6 +32,7 @@ from bench.harness import (  # noqa: E402
     free_port,
     missing_tools,
     nginx_conf,
+    print_measurements,
     run_wrk,
     wait_http,
 )
@@ -246,7 +247,4 @@ def run(quick: bool) -> list[Measurement]:
 
 
 if __name__ == "__main__":
-    for measurement in run(quick="--quick" in sys.argv):
-        verdict = "met" if measurement.met else "MISSED"
-        print(f"{measurement.name}: {measurement.value:.3f} ({measurement.target}, {verdict})")
-        print(f"    {measurement.context}")
+    print_measurements(run(quick="--quick" in sys.argv))

@@ -35,7 +35,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import ROOT, Measurement
+from bench.harness import ROOT, Measurement, print_measurements
 
 __all__ = ["run"]
 
@@ -125,14 +125,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="smoke-test size (a few rounds)")
     args = parser.parse_args()
-    for measurement in run(quick=args.quick):
-        status = "met" if measurement.met else "MISSED"
-        print(
-            f"{measurement.name}: {measurement.value} {measurement.unit} "
-            f"(target {measurement.target}, {status})"
-        )
-        for key, value in measurement.context.items():
-            print(f"    {key}: {value}")
+    print_measurements(run(quick=args.quick))
 
 
 if __name__ == "__main__":

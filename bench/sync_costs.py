@@ -67,7 +67,7 @@ if str(ROOT) not in sys.path:
 import httpx  # noqa: E402
 import psycopg  # noqa: E402
 
-from bench.harness import Measurement, missing_tools, run_wrk  # noqa: E402
+from bench.harness import Measurement, missing_tools, print_measurements, run_wrk  # noqa: E402
 from tests.support.databases import database, postgres_unavailable_reason  # noqa: E402
 from tests.support.processes import (  # noqa: E402
     monolith_env,
@@ -804,16 +804,7 @@ def main() -> None:
         asyncio.run(_paced_writes(json.loads(args.paced_writes)))
         return
     started = time.monotonic()
-    for measurement in run(quick=args.quick):
-        verdict = "met" if measurement.met else "MISSED"
-        print(
-            f"{measurement.name}: {measurement.value:,.3f} {measurement.unit} "
-            f"({measurement.target}, {verdict})"
-        )
-        print(f"    {measurement.measured_as}")
-        print(f"    {json.dumps(measurement.context)}")
-        if measurement.note:
-            print(f"    note: {measurement.note}")
+    print_measurements(run(quick=args.quick))
     print(f"took {time.monotonic() - started:.0f} s")
 
 
