@@ -1,11 +1,11 @@
 """Header hygiene at the edge: what goes upstream, what comes back.
 
-httpx forwards whatever it is handed, so the proxy builds both header lists itself: hop-by-hop
-headers and every header named in Connection are dropped both ways (RFC 9110 7.6.1), the
-upstream's Host comes from the configured upstream only, X-Forwarded-* are rebuilt (extended
-only for a trusted peer), headers with underscores are dropped (edge proxies reject them, and
-some frameworks fold them into their dash-named twins), and the proxy's own control headers
-never leave it.
+The upstream client forwards whatever it is handed, so the proxy builds both header lists
+itself: hop-by-hop headers and every header named in Connection are dropped both ways
+(RFC 9110 7.6.1), the upstream's Host comes from the configured upstream only,
+X-Forwarded-* are rebuilt (extended only for a trusted peer), headers with underscores are
+dropped (edge proxies reject them, and some frameworks fold them into their dash-named
+twins), and the proxy's own control headers never leave it.
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def upstream_headers(
     request_id: bytes,
     traceparent: bytes,
 ) -> list[tuple[bytes, bytes]]:
-    """The header list sent upstream (httpx adds Host from the configured upstream URL)."""
+    """The header list sent upstream (the upstream client adds Host from the upstream's URL)."""
     named = incoming.connection_named
     headers = [
         (name, value)
@@ -196,8 +196,11 @@ def upstream_headers(
 def downstream_headers(
     upstream: Iterable[tuple[bytes, bytes]], extra: Iterable[tuple[bytes, bytes]]
 ) -> list[tuple[bytes, bytes]]:
-    """The response header list sent to the client."""
-    pairs = [(name.lower(), value) for name, value in upstream]
+    """The response header list sent to the client.
+
+    `upstream` names are lower-case already: the upstream client lowers them as it parses.
+    """
+    pairs = list(upstream)
     named: set[bytes] = set()
     for name, value in pairs:
         if name == b"connection":

@@ -10,12 +10,9 @@ clients of removed or changed upstreams are closed after a grace period.
 from __future__ import annotations
 
 import asyncio
-import functools
 import ipaddress
 import logging
 from dataclasses import dataclass
-
-import httpx
 
 from proxy.breaker import CircuitBreaker
 from proxy.config import CapabilityConfig, RoutingConfig, UpstreamConfig, validate_transition
@@ -40,10 +37,6 @@ class Upstream:
     pool: UpstreamPool
     shadow_pool: UpstreamPool
     breaker: CircuitBreaker
-
-    @functools.cached_property
-    def origin(self) -> httpx.URL:
-        return httpx.URL(self.config.origin)
 
     async def aclose(self) -> None:
         await self.pool.aclose()
