@@ -157,7 +157,12 @@ def test_up_serves_the_seeded_system_through_the_proxy_and_stops_on_ctrl_c(up: U
         f"{up.proxy}/users/login", json={"email": "alice@example.com", "password": "demo-password"}
     )
     assert login.status_code == 200
+    prefixes = ("monolith |", "proxy    |", "relay    |")
+    deadline = time.monotonic() + 10  # children's lines reach the log as they print them
     text = up.log.read_text()
+    while not all(p in text for p in prefixes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        text = up.log.read_text()
     assert up.proxy in text and up.monolith in text
     assert "monolith |" in text and "proxy    |" in text and "relay    |" in text
     assert httpx.get(f"{up.service}/ready").status_code == 200
