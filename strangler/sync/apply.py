@@ -9,10 +9,28 @@ caller commits the batch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    Numeric,
+    String,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -31,6 +49,44 @@ class EntitySpec:
     data_columns: tuple[str, ...]
     key: str = "id"
     version: str = "version"
+
+    @functools.cached_property
+    def _checks(self) -> dict[str, Callable[[object], bool]]:
+        return {c: _value_check(self.table.c[c]) for c in self.data_columns}
+
+    def data_problem(self, data: Mapping[str, object] | None) -> str | None:
+        """Why an upsert's data cannot be stored here, or None: a field missing, or a value
+        of the wrong type for its column. Checked before writing because SQLite would store
+        a string in an integer column without complaint."""
+        data = data or {}
+        missing = [c for c in self.data_columns if c not in data]
+        if missing:
+            return f"upsert lacks fields: {', '.join(missing)}"
+        for column, fits in self._checks.items():
+            if not fits(data[column]):
+                kind = self.table.c[column].type
+                return f"{column}: {str(data[column])[:40]!r} does not fit a column of type {kind}"
+        return None
+
+
+def _value_check(column: Column[Any]) -> Callable[[object], bool]:
+    """What a JSON value must be to go into `column` unchanged on every database."""
+    kind = column.type
+    test: Callable[[object], bool]
+    if isinstance(kind, Boolean):
+        test = lambda v: isinstance(v, bool)  # noqa: E731
+    elif isinstance(kind, Integer):
+        test = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+    elif isinstance(kind, (Numeric, Float)):
+        test = lambda v: isinstance(v, (int, float, str, Decimal)) and not isinstance(v, bool)  # noqa: E731
+    elif isinstance(kind, String):
+        limit = kind.length
+        test = lambda v: isinstance(v, str) and (limit is None or len(v) <= limit)  # noqa: E731
+    else:
+        test = lambda v: True  # noqa: E731
+    if column.nullable:
+        return lambda v: v is None or test(v)
+    return test
 
 
 def held_version(session: Session, spec: EntitySpec, key: int) -> tuple[int, bool]:
@@ -65,13 +121,9 @@ def _apply_one(session: Session, spec: EntitySpec, event: ChangeEvent) -> ApplyO
         session.execute(insert(stones).values(entity_key=event.key, version=event.version))
         return ApplyOutcome(event_id=event.event_id, outcome="applied")
     data = event.data or {}
-    missing = [c for c in spec.data_columns if c not in data]
-    if missing:
-        return ApplyOutcome(
-            event_id=event.event_id,
-            outcome="rejected",
-            reason=f"upsert lacks fields: {', '.join(missing)}",
-        )
+    problem = spec.data_problem(data)
+    if problem:
+        return ApplyOutcome(event_id=event.event_id, outcome="rejected", reason=problem)
     values = {c: data[c] for c in spec.data_columns}
     values[spec.version] = event.version
     if exists:
@@ -184,14 +236,10 @@ def _apply_batch(
             outcomes.append(ApplyOutcome(event_id=event.event_id, outcome="duplicate"))
             continue
         if event.op == "upsert":
-            missing = [c for c in spec.data_columns if c not in (event.data or {})]
-            if missing:
+            problem = spec.data_problem(event.data)
+            if problem:
                 outcomes.append(
-                    ApplyOutcome(
-                        event_id=event.event_id,
-                        outcome="rejected",
-                        reason=f"upsert lacks fields: {', '.join(missing)}",
-                    )
+                    ApplyOutcome(event_id=event.event_id, outcome="rejected", reason=problem)
                 )
                 continue
         held[event.key] = event.version
@@ -283,6 +331,10 @@ def advance_key_sequence(session: Session, spec: EntitySpec) -> None:
                 {"m": max(highest, 1)},
             )
     elif dialect == "sqlite":
+        if not session.scalar(
+            text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_sequence'")
+        ):
+            return  # no AUTOINCREMENT table here: SQLite's next key is already max(key) + 1
         updated = session.execute(
             text("UPDATE sqlite_sequence SET seq = MAX(seq, :m) WHERE name = :t"),
             {"m": highest, "t": table.name},

@@ -81,9 +81,15 @@ def test_a_bad_event_is_rejected_and_the_rest_still_apply(
     session, spec = target
     bad = ChangeEvent(entity="things", key=2, version=1, op="upsert", data={"colour": "red"})
     clash = _up(3, 1, name="n1v1")  # unique name taken by key 1
-    outcomes = apply_events(session, spec, [_up(1, 1), bad, clash, _up(4, 1)])
-    assert [o.outcome for o in outcomes] == ["applied", "rejected", "rejected", "applied"]
+    wrong = ChangeEvent(entity="things", key=5, version=1, op="upsert", data={"name": 7})
+    long = _up(6, 1, name="x" * 51)  # String(50): SQLite would store it, PostgreSQL refuse
+    outcomes = apply_events(session, spec, [_up(1, 1), bad, clash, _up(4, 1), wrong, long])
+    assert [o.outcome for o in outcomes] == [
+        *("applied", "rejected", "rejected", "applied", "rejected", "rejected")
+    ]
     assert "lacks fields: name" in (outcomes[1].reason or "")
+    assert "name: '7' does not fit a column of type VARCHAR(50)" in (outcomes[4].reason or "")
+    assert "does not fit" in (outcomes[5].reason or "")
     assert _state(session, spec) == {1: (1, "n1v1"), 4: (1, "n4v1")}
 
 
