@@ -148,12 +148,14 @@ def relay(
 
 def backfill(
     entity: Entity,
-    chunk_size: Annotated[int, typer.Option(min=1, max=10_000)] = 1000,
+    chunk_size: Annotated[
+        int, typer.Option(min=1, max=100_000, help="Rows per chunk (two are held at once)")
+    ] = 50_000,
     dry_run: Annotated[bool, typer.Option(help="Read and count, apply nothing")] = False,
     restart: Annotated[bool, typer.Option(help="Forget the checkpoint, start over")] = False,
     direction: DirectionOption = Direction.AUTO,
 ) -> None:
-    """Copy every row of the source side to the other side through its apply path."""
+    """Copy every row of the source side to the other side, newer versions only."""
     settings = CliSettings()
     source, target = _sides(settings, entity, _direction(settings, entity, direction))
     checkpoint = settings.state_dir / f"backfill-{entity}.json"

@@ -12,9 +12,11 @@ from __future__ import annotations
 import hmac
 import json
 import time
+from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
@@ -22,19 +24,29 @@ from sqlalchemy.orm import Session
 from strangler.db import ReadSession, WriteSession
 from strangler.problems import Problem
 from strangler.sync.apply import EntitySpec, advance_key_sequence, apply_events, held_version
+from strangler.sync.bulk import (
+    JSON_LINES,
+    MEDIA_TYPES,
+    ImportRefused,
+    available_formats,
+    export_rows,
+    import_rows,
+)
 from strangler.sync.checksums import (
     PYTHON_HASH,
     available_hashes,
     key_bounds,
     range_sums,
-    rows_after,
     rows_in_range,
 )
 from strangler.sync.events import ChangeEvent, EventBatch, OutcomeBatch
 from strangler.sync.outbox import outbox_lag, record_change
 from strangler.sync.tables import SyncTables
 
-__all__ = ["sync_router"]
+__all__ = ["IMPORT_MAX_BYTES", "sync_router"]
+
+IMPORT_MAX_BYTES = 256 * 1024 * 1024
+"""The largest chunk /import reads: a backfill chunk of 100,000 rows of a few KiB each."""
 
 
 def _authorised(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
@@ -58,6 +70,7 @@ def _spec(request: Request, entity: str) -> EntitySpec:
 
 
 HashName = Literal["blake2b-json", "pg-jsonb"]
+BulkFormat = Literal["pg-csv", "json-lines"]
 
 
 class ChecksumRequest(BaseModel):
@@ -116,6 +129,17 @@ def reemit(
     return events
 
 
+def _import(request: Request, spec: EntitySpec, body: bytes, fmt: str) -> dict[str, Any]:
+    sessions = request.app.state.sessions
+    with sessions.write() as session:
+        try:
+            report = import_rows(session, spec, body, fmt)
+        except ImportRefused as exc:
+            raise Problem(422, f"Nothing of this chunk was applied: {exc}") from exc
+        session.commit()
+    return asdict(report)
+
+
 def sync_router() -> APIRouter:
     router = APIRouter(
         prefix="/internal/sync/{entity}", tags=["sync"], dependencies=[Depends(_authorised)]
@@ -135,7 +159,11 @@ def sync_router() -> APIRouter:
 
     @router.get("/bounds")
     def bounds(entity: str, request: Request, session: WriteSession) -> dict[str, Any]:
-        return key_bounds(session, _spec(request, entity))
+        """Keys and count, and what this side offers: row hashes and bulk formats."""
+        return {
+            **key_bounds(session, _spec(request, entity)),
+            "bulk_formats": available_formats(session),
+        }
 
     @router.post("/checksums")
     def checksums(
@@ -174,17 +202,43 @@ def sync_router() -> APIRouter:
             "last_id": found.last_id,
         }
 
-    @router.get("/page")
-    def page(
+    @router.get("/export")
+    def export(
         entity: str,
         request: Request,
         session: WriteSession,
         after: Annotated[int, Query()] = 0,
-        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+        format: Annotated[BulkFormat, Query()] = JSON_LINES,
+    ) -> Response:
+        """The next `limit` rows after key `after` (strangler.sync.bulk), for backfill;
+        `X-Sync-Rows` and `X-Sync-Last-Key` say how many and where to go on."""
+        try:
+            chunk = export_rows(session, _spec(request, entity), after, limit, format)
+        except ImportRefused as exc:
+            raise Problem(422, f"Cannot export: {exc}.") from exc
+        headers = {"X-Sync-Rows": str(chunk.rows)}
+        if chunk.last_key is not None:
+            headers["X-Sync-Last-Key"] = str(chunk.last_key)
+        return Response(chunk.body, media_type=MEDIA_TYPES[format], headers=headers)
+
+    @router.post("/import")
+    async def import_chunk(
+        entity: str, request: Request, format: Annotated[BulkFormat, Query()] = JSON_LINES
     ) -> dict[str, Any]:
-        """The next `limit` rows in key order after key `after` (for backfill)."""
+        """Apply an exported chunk by the apply path's rule, all of it or none of it if it is
+        malformed (422). Async only to read the body with a size limit before any of it is
+        held; the work runs in the thread pool like every other route's."""
         spec = _spec(request, entity)
-        return {"rows": rows_after(session, spec, after, limit)}
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > IMPORT_MAX_BYTES:
+            raise Problem(413, f"An import chunk may hold at most {IMPORT_MAX_BYTES} bytes.")
+        body = bytearray()
+        async for part in request.stream():
+            body += part
+            if len(body) > IMPORT_MAX_BYTES:
+                raise Problem(413, f"An import chunk may hold at most {IMPORT_MAX_BYTES} bytes.")
+        return await run_in_threadpool(_import, request, spec, bytes(body), format)
 
     @router.post("/reemit")
     def reemit_keys(

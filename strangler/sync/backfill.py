@@ -1,10 +1,12 @@
-"""Backfill: stream the source's rows, in key order and in chunks, through the target's apply
-path as upsert events carrying each row's version.
+"""Backfill: copy the source's rows, in key order and in chunks, to the target, where each row
+lands only if its version is newer than what the target holds.
 
-Because the events carry the versions read, a snapshot row that is older than what dual-write
-already delivered is a duplicate at the target, never an overwrite. The position is
-checkpointed to a file after every chunk, so a crashed backfill resumes where it stopped.
-Memory holds one chunk, whatever the size of the table.
+Because rows carry the versions read, a snapshot row that is older than what dual-write
+already delivered is a duplicate at the target, never an overwrite. Chunks move in bulk
+(strangler.sync.bulk: the source exports lines, the target imports them by the apply path's
+rule), and the next chunk is read while the last one is applied. The position is checkpointed
+to a file after every chunk, so a crashed backfill resumes where it stopped. Memory holds two
+chunks, whatever the size of the table.
 """
 
 from __future__ import annotations
@@ -13,15 +15,18 @@ import json
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
+from strangler.sync.bulk import JSON_LINES, ImportReport
 from strangler.sync.client import SyncApiError, SyncClient
-from strangler.sync.events import ApplyOutcome, ChangeEvent
 
 __all__ = ["Backfill", "BackfillCheckpoint", "BackfillReport"]
 
 _START = 0  # keys are positive integers
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -73,7 +78,7 @@ class Backfill:
         target: SyncClient,
         checkpoint_file: Path,
         *,
-        chunk_size: int = 1000,
+        chunk_size: int = 50_000,
         dry_run: bool = False,
     ) -> None:
         self._source = source
@@ -82,20 +87,36 @@ class Backfill:
         self._chunk = chunk_size
         self._dry_run = dry_run
 
-    def _apply_with_retries(self, events: list[ChangeEvent]) -> list[ApplyOutcome]:
-        """Retry a chunk the target could not take for a transient reason (applying the same
-        chunk twice is harmless: the apply path is idempotent)."""
+    @staticmethod
+    def _with_retries(call: Callable[[], _T]) -> _T:
+        """Retry a call a side could not answer for a transient reason (importing the same
+        chunk twice is harmless: a row already there at its version is a duplicate)."""
         for attempt in range(5):
             try:
-                return self._target.apply(events)
+                return call()
             except SyncApiError as exc:
                 if not exc.retryable or attempt == 4:
                     raise
                 time.sleep(0.2 * 2**attempt)
         raise AssertionError("unreachable")
 
+    def _import(self, chunk: bytes, fmt: str) -> ImportReport:
+        return self._with_retries(lambda: self._target.import_(chunk, fmt))
+
+    def _export(self, after: int, fmt: str) -> tuple[bytes, int, int | None]:
+        return self._with_retries(lambda: self._source.export(after, self._chunk, fmt))
+
     def total_rows(self) -> int:
         return int(self._source.bounds()["count"] or 0)
+
+    def chunk_format(self) -> str:
+        """The best bulk format both sides offer (json-lines, which every side offers, if a
+        dry run never asks the target)."""
+        offered = self._source.bounds()["bulk_formats"]
+        if self._dry_run:
+            return JSON_LINES if JSON_LINES in offered else str(offered[0])
+        taken = set(self._target.bounds()["bulk_formats"])
+        return next((f for f in offered if f in taken), JSON_LINES)
 
     def run(self, on_chunk: Callable[[int], None] = lambda n: None) -> BackfillReport:
         """Copy every remaining row; `on_chunk(rows)` is called after each chunk lands."""
@@ -104,33 +125,24 @@ class Backfill:
         if state.finished:
             state = BackfillCheckpoint(source=state.source, target=state.target)
         started = time.monotonic()
-        while True:
-            rows = self._source.page(state.after, self._chunk)
-            if not rows:
-                break
-            events = [
-                ChangeEvent(
-                    entity=self._source.entity,
-                    key=r["key"],
-                    version=r["version"],
-                    op="upsert",
-                    data=r["data"],
-                )
-                for r in rows
-            ]
-            if not self._dry_run:
-                for outcome in self._apply_with_retries(events):
-                    if outcome.outcome == "applied":
-                        state.applied += 1
-                    elif outcome.outcome == "duplicate":
-                        state.duplicates += 1
-                    else:
-                        state.rejected += 1
-            state.after = rows[-1]["key"]
-            state.rows += len(rows)
-            if not self._dry_run:
-                state.save(self._file)
-            on_chunk(len(rows))
+        fmt = self.chunk_format()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="backfill-read") as reader:
+            pending = reader.submit(self._export, state.after, fmt)
+            while True:
+                chunk, rows, last_key = pending.result()
+                if rows == 0 or last_key is None:
+                    break
+                pending = reader.submit(self._export, last_key, fmt)
+                if not self._dry_run:
+                    result = self._import(chunk, fmt)
+                    state.applied += result.applied
+                    state.duplicates += result.duplicates
+                    state.rejected += result.rejected
+                state.after = last_key
+                state.rows += rows
+                if not self._dry_run:
+                    state.save(self._file)
+                on_chunk(rows)
         state.finished = True
         if not self._dry_run:
             state.save(self._file)

@@ -34,7 +34,6 @@ __all__ = [
     "key_bounds",
     "range_sums",
     "row_hash",
-    "rows_after",
     "rows_in_range",
     "split_range",
 ]
@@ -138,19 +137,6 @@ def rows_in_range(
             {"key": row[0], "version": row[1], "data": data, "hash": row_hash(row[0], row[1], data)}
         )
     return rows
-
-
-def rows_after(session: Session, spec: EntitySpec, after: int, limit: int) -> list[dict[str, Any]]:
-    """Up to `limit` rows with key > after, in key order: key, version and data."""
-    table = spec.table
-    columns = [table.c[spec.key], table.c[spec.version], *(table.c[c] for c in spec.data_columns)]
-    result = session.execute(
-        select(*columns).where(table.c[spec.key] > after).order_by(table.c[spec.key]).limit(limit)
-    )
-    return [
-        {"key": r[0], "version": r[1], "data": dict(zip(spec.data_columns, r[2:], strict=True))}
-        for r in result
-    ]
 
 
 def key_bounds(session: Session, spec: EntitySpec) -> dict[str, Any]:

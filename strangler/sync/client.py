@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from strangler.sync.bulk import JSON_LINES, MEDIA_TYPES, ImportReport
 from strangler.sync.checksums import PYTHON_HASH
 from strangler.sync.events import ApplyOutcome, ChangeEvent, OutcomeBatch
 
@@ -48,6 +49,10 @@ class SyncClient:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise SyncApiError(f"{self.base_url} unreachable: {exc!r}", retryable=True) from exc
+        self._raise_for(response)
+        return response.json()
+
+    def _raise_for(self, response: httpx.Response) -> None:
         if response.status_code >= 500 or response.status_code == 429:
             raise SyncApiError(f"{self.base_url} answered {response.status_code}", retryable=True)
         if response.status_code >= 400:
@@ -58,7 +63,6 @@ class SyncClient:
             raise SyncApiError(
                 f"{self.base_url} refused ({response.status_code}): {detail}", retryable=False
             )
-        return response.json()
 
     def apply(self, events: Sequence[ChangeEvent]) -> list[ApplyOutcome]:
         payload = {"events": [e.model_dump(mode="json") for e in events]}
@@ -68,6 +72,7 @@ class SyncClient:
         """min, max and count of the keys, and `hashes`: the row hashes the side offers."""
         result: dict[str, Any] = self._call("GET", "/bounds")
         result.setdefault("hashes", [PYTHON_HASH])  # a side from before hashes were offered
+        result.setdefault("bulk_formats", [JSON_LINES])
         return result
 
     def checksums(
@@ -88,11 +93,30 @@ class SyncClient:
         result: dict[str, Any] = self._call("GET", "/lag")
         return result
 
-    def page(self, after: int, limit: int) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._call(
-            "GET", "/page", params={"after": after, "limit": limit}
-        )["rows"]
-        return result
+    def export(
+        self, after: int, limit: int, fmt: str = JSON_LINES
+    ) -> tuple[bytes, int, int | None]:
+        """(the chunk, its row count, its last key) of the rows after key `after`."""
+        try:
+            response = self._http.get(
+                "/export", params={"after": after, "limit": limit, "format": fmt}
+            )
+        except httpx.TransportError as exc:
+            raise SyncApiError(f"{self.base_url} unreachable: {exc!r}", retryable=True) from exc
+        self._raise_for(response)
+        last = response.headers.get("x-sync-last-key")
+        return response.content, int(response.headers["x-sync-rows"]), int(last) if last else None
+
+    def import_(self, chunk: bytes, fmt: str = JSON_LINES) -> ImportReport:
+        """Apply an exported chunk on this side."""
+        result = self._call(
+            "POST",
+            "/import",
+            params={"format": fmt},
+            content=chunk,
+            headers={"Content-Type": MEDIA_TYPES[fmt]},
+        )
+        return ImportReport(**result)
 
     def reemit(self, keys: Sequence[int], at_least: dict[int, int]) -> list[ChangeEvent]:
         body = self._call("POST", "/reemit", json={"keys": list(keys), "at_least": at_least})

@@ -186,6 +186,37 @@ def test_the_sync_endpoints_need_the_service_token(system: SyncSystem) -> None:
             assert response.status_code == 401, (base, response.text)
             assert response.headers["content-type"] == "application/problem+json"
         assert httpx.get(f"{base}/internal/sync/products/bounds").status_code == 401
+        assert httpx.get(f"{base}/internal/sync/products/export").status_code == 401
+        refused = httpx.post(f"{base}/internal/sync/products/import", content=b"[]\n")
+        assert refused.status_code == 401
+
+
+def test_a_malformed_import_chunk_is_refused_whole(system: SyncSystem) -> None:
+    """The chunk's good first line must not land when a later line is bad: 422, nothing applied."""
+    with system.monolith_client() as client:
+        new_product(client, new_account(client))
+    headers = {"Authorization": f"Bearer {SYNC_TOKEN}"}
+    exported = httpx.get(
+        f"{system.monolith.base_url}/internal/sync/products/export", headers=headers
+    )
+    assert exported.status_code == 200 and exported.headers["x-sync-rows"] == "1"
+    bad = exported.content + b'[2, 1, "sku-2", "name", "", "not a number", 3]\n'
+    answer = httpx.post(
+        f"{system.service.base_url}/internal/sync/products/import",
+        content=bad,
+        headers={**headers, "Content-Type": "application/x-ndjson"},
+    )
+    assert answer.status_code == 422, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert "Nothing of this chunk was applied" in answer.json()["detail"]
+    assert system.reconcile()["differences"][0]["kind"] == "missing_in_target"
+    good = httpx.post(
+        f"{system.service.base_url}/internal/sync/products/import",
+        content=exported.content,
+        headers={**headers, "Content-Type": "application/x-ndjson"},
+    )
+    assert good.status_code == 200 and good.json()["applied"] == 1
+    assert system.reconcile()["differences"] == []
 
 
 def test_both_sides_offer_the_row_hashes_their_database_can_compute(system: SyncSystem) -> None:
