@@ -12,7 +12,6 @@ from typing import Annotated
 
 import httpx
 import typer
-from rich.markdown import Markdown
 from rich.markup import escape
 from rich.table import Table
 
@@ -104,6 +103,8 @@ def runbook(
         console.print(f"wrote {target}")
         return
     current = PhaseFile(CliSettings().routing_file, capability).current()
+    from rich.markdown import Markdown  # markdown-it: only this command needs it
+
     console.print(Markdown(render_runbook(capability, current)))
     following = next_command(capability, current)
     console.print(f"[bold]next:[/] {following}" if following else "[bold]done:[/] nothing left")

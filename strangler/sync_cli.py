@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import (
@@ -25,20 +25,19 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
-from sqlalchemy import MetaData
 
 from strangler.console import console, fail
-from strangler.db import create_db_engine
 from strangler.phases import PhaseFile, SyncDirection
 from strangler.settings import CliSettings
 from strangler.sync.backfill import Backfill
 from strangler.sync.client import SyncApiError, SyncClient
 from strangler.sync.reconcile import reconcile as run_reconcile
 from strangler.sync.reconcile import remember_verdict, repair
-from strangler.sync.relay import Relay
-from strangler.sync.tables import sync_tables
 
 __all__ = ["register"]
+
+if TYPE_CHECKING:
+    from strangler.sync.relay import Relay
 
 
 class Direction(StrEnum):
@@ -90,6 +89,14 @@ def relay(
     ] = 0.02,
 ) -> None:
     """Deliver the outbox of the source side to the other side until Ctrl-C."""
+    # Only the relay reads a database: the other commands speak HTTP and start without
+    # SQLAlchemy and the database driver (reconcile's time is mostly start-up otherwise).
+    from sqlalchemy import MetaData
+
+    from strangler.db import create_db_engine
+    from strangler.sync.relay import Relay
+    from strangler.sync.tables import sync_tables
+
     settings = CliSettings()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

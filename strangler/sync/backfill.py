@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from strangler.sync.bulk import JSON_LINES, ImportReport
 from strangler.sync.client import SyncApiError, SyncClient
+from strangler.sync.wire import JSON_LINES, ImportReport
 
 __all__ = ["Backfill", "BackfillCheckpoint", "BackfillReport"]
 

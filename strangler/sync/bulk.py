@@ -29,7 +29,7 @@ import functools
 import io
 import json
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import psycopg
 from pydantic import ValidationError
@@ -39,25 +39,15 @@ from sqlalchemy.orm import Session
 
 from strangler.sync.apply import EntitySpec, advance_key_sequence, apply_events
 from strangler.sync.events import ChangeEvent
+from strangler.sync.wire import CSV, JSON_LINES, ImportReport
 
 __all__ = [
-    "CSV",
-    "FORMATS",
-    "JSON_LINES",
-    "MEDIA_TYPES",
     "ExportChunk",
     "ImportRefused",
-    "ImportReport",
     "available_formats",
     "export_rows",
     "import_rows",
 ]
-
-CSV: Final = "pg-csv"
-JSON_LINES: Final = "json-lines"
-FORMATS = (CSV, JSON_LINES)
-"""Best first: backfill takes the first one both sides list."""
-MEDIA_TYPES = {CSV: "text/csv", JSON_LINES: "application/x-ndjson"}
 
 # JSON never holds a raw control character, so with these as CSV quote and delimiter a
 # one-column CSV line is the JSON text verbatim: PostgreSQL's COPY writes and reads JSON lines.
@@ -76,15 +66,6 @@ class ExportChunk:
     body: bytes
     rows: int
     last_key: int | None
-
-
-@dataclass(frozen=True)
-class ImportReport:
-    rows: int
-    applied: int
-    duplicates: int
-    rejected: int
-    method: str
 
 
 def available_formats(session: Session) -> list[str]:

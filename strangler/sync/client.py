@@ -7,9 +7,8 @@ from typing import Any
 
 import httpx
 
-from strangler.sync.bulk import JSON_LINES, MEDIA_TYPES, ImportReport
-from strangler.sync.checksums import PYTHON_HASH
 from strangler.sync.events import ApplyOutcome, ChangeEvent, OutcomeBatch
+from strangler.sync.wire import JSON_LINES, MEDIA_TYPES, PYTHON_HASH, ImportReport
 
 __all__ = ["SyncApiError", "SyncClient"]
 
@@ -68,19 +67,21 @@ class SyncClient:
         payload = {"events": [e.model_dump(mode="json") for e in events]}
         return OutcomeBatch.model_validate(self._call("POST", "/events", json=payload)).results
 
-    def bounds(self) -> dict[str, Any]:
-        """min, max and count of the keys, and `hashes`: the row hashes the side offers."""
-        result: dict[str, Any] = self._call("GET", "/bounds")
+    def bounds(self, *, count: bool = True) -> dict[str, Any]:
+        """min, max and count of the keys (count None when not asked for), and what the side
+        offers: `hashes` (row hashes) and `bulk_formats`."""
+        params = {} if count else {"count": "false"}
+        result: dict[str, Any] = self._call("GET", "/bounds", params=params)
         result.setdefault("hashes", [PYTHON_HASH])  # a side from before hashes were offered
         result.setdefault("bulk_formats", [JSON_LINES])
         return result
 
     def checksums(
-        self, bounds: Sequence[tuple[int, int]], hash_name: str = PYTHON_HASH
+        self, bounds: Sequence[tuple[int, int]], hash_name: str = PYTHON_HASH, buckets: int = 1
     ) -> list[dict[str, int]]:
-        result: list[dict[str, int]] = self._call(
-            "POST", "/checksums", json={"bounds": [list(b) for b in bounds], "hash": hash_name}
-        )["ranges"]
+        """Count and checksum of each range, each split into `buckets` (split_range's)."""
+        body = {"bounds": [list(b) for b in bounds], "hash": hash_name, "buckets": buckets}
+        result: list[dict[str, int]] = self._call("POST", "/checksums", json=body)["ranges"]
         return result
 
     def rows(self, lo: int, hi: int, hash_name: str = PYTHON_HASH) -> list[dict[str, Any]]:

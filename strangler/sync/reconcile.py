@@ -1,10 +1,11 @@
 """Reconcile: find every row on which the two sides differ, through their sync APIs only.
 
-Both sides checksum the same key ranges; ranges that agree are done, ranges that differ are
-split and asked again, down to leaves small enough to compare row by row. When the sides
-mostly agree this costs little more than one checksum pass over each table; scattered
-differences are narrowed adaptively. Repair re-emits the differing keys from the source of
-truth at versions above anything either side holds, and applies them to the other side at once.
+Both sides checksum the same key ranges, each split into buckets in the same answer, so one
+read of a table gives the checksum of every leaf of it (a few hundred keys each); leaves that
+agree are done, leaves that differ are compared row by row. When the sides mostly agree this
+costs about one checksum pass over each table, the two sides reading at the same time.
+Repair re-emits the differing keys from the source of truth at versions above anything either
+side holds, and applies them to the other side at once.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from strangler.sync.checksums import HASHES, split_range
 from strangler.sync.client import SyncClient
+from strangler.sync.wire import HASHES, MAX_BUCKETS, split_range
 
 __all__ = [
     "Difference",
@@ -83,28 +84,48 @@ def _diff_rows(source: list[dict[str, Any]], target: list[dict[str, Any]]) -> li
     return found
 
 
-_RANGES_PER_CALL = 4
-"""A round's ranges are asked a few at a time: the first round covers the whole table, and one
-call for all of it outlasts the client's timeout on a large table."""
-
-
 def _checksums(
-    side: SyncClient, ranges: list[tuple[int, int]], hash_name: str
+    side: SyncClient, ranges: list[tuple[int, int]], hash_name: str, leaf_size: int
 ) -> list[dict[str, int]]:
+    """One call a range, each range split into buckets of about `leaf_size` keys (at most
+    MAX_BUCKETS): the side reads the range once and answers every bucket of it."""
     sums: list[dict[str, int]] = []
-    for start in range(0, len(ranges), _RANGES_PER_CALL):
-        sums.extend(side.checksums(ranges[start : start + _RANGES_PER_CALL], hash_name))
+    for lo, hi in ranges:
+        buckets = min(MAX_BUCKETS, -(-(hi - lo) // leaf_size))
+        sums.extend(side.checksums([(lo, hi)], hash_name, buckets))
     return sums
 
 
 def _both_sides(
-    source: SyncClient, target: SyncClient, ranges: list[tuple[int, int]], hash_name: str
+    source: SyncClient,
+    target: SyncClient,
+    ranges: list[tuple[int, int]],
+    hash_name: str,
+    leaf_size: int,
 ) -> tuple[list[dict[str, int]], list[dict[str, int]]]:
     """Both sides checksum the same ranges at the same time: each works on its own database."""
     with ThreadPoolExecutor(max_workers=1) as pool:
-        target_sums = pool.submit(_checksums, target, ranges, hash_name)
-        source_sums = _checksums(source, ranges, hash_name)
+        target_sums = pool.submit(_checksums, target, ranges, hash_name, leaf_size)
+        source_sums = _checksums(source, ranges, hash_name, leaf_size)
         return source_sums, target_sums.result()
+
+
+_LEAF_READERS = 4
+"""Leaves compared at once: each is two small reads, one a side."""
+
+
+def _compare(
+    source: SyncClient, target: SyncClient, leaves: list[tuple[int, int]], hash_name: str
+) -> list[list[Difference]]:
+    """The differences within each leaf, in the order of `leaves`, reading several at once."""
+
+    def one(leaf: tuple[int, int]) -> list[Difference]:
+        return _diff_rows(source.rows(*leaf, hash_name), target.rows(*leaf, hash_name))
+
+    if len(leaves) <= 1:
+        return [one(leaf) for leaf in leaves]
+    with ThreadPoolExecutor(max_workers=_LEAF_READERS) as pool:
+        return list(pool.map(one, leaves))
 
 
 def common_hash(source_offers: list[str], target_offers: list[str]) -> str:
@@ -121,51 +142,60 @@ def reconcile(
     source: SyncClient,
     target: SyncClient,
     *,
-    fanout: int = 16,
     leaf_size: int = 256,
     on_range: Callable[[int], None] = lambda n: None,
     confirm_seconds: float = 0.0,
 ) -> ReconcileReport:
     """Every row the two sides disagree on.
 
+    The first round reads each table once: ranges of up to MAX_BUCKETS leaves, every leaf's
+    checksum in the same answer. A leaf that differs is compared row by row; on a table
+    larger than that, a differing bucket wider than a leaf is split the same way next round.
+
     With `confirm_seconds`, differing leaves are compared again for up to that long, and only
     keys that differ every time are reported: under live writes a row can differ for a moment
     because its event is still on the way, which is lag, not a lost write.
     """
     report = ReconcileReport(source=source.base_url, target=target.base_url)
-    a, b = source.bounds(), target.bounds()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        asked = pool.submit(target.bounds, count=False)  # the first round counts the rows
+        a, b = source.bounds(count=False), asked.result()
     hash_name = common_hash(a["hashes"], b["hashes"])
-    report.rows_source, report.rows_target = int(a["count"] or 0), int(b["count"] or 0)
     lows = [v for v in (a["min"], b["min"]) if v is not None]
     highs = [v for v in (a["max"], b["max"]) if v is not None]
     if not lows:
         return report
-    pending = split_range(min(lows), max(highs) + 1, fanout)
+    low, high = min(lows), max(highs) + 1
+    pending = split_range(low, high, -(-(high - low) // (leaf_size * MAX_BUCKETS)))
     leaves: list[tuple[int, int]] = []
+    first_round = True
     while pending:
-        sums_a, sums_b = _both_sides(source, target, pending, hash_name)
-        report.ranges_checked += len(pending)
-        on_range(len(pending))
+        sums_a, sums_b = _both_sides(source, target, pending, hash_name, leaf_size)
+        report.ranges_checked += len(sums_a)
+        on_range(len(sums_a))
+        if first_round:  # it covers every key either side holds
+            report.rows_source = sum(x["count"] for x in sums_a)
+            report.rows_target = sum(y["count"] for y in sums_b)
+            first_round = False
         next_round: list[tuple[int, int]] = []
+        differing: list[tuple[int, int]] = []
         for x, y in zip(sums_a, sums_b, strict=True):
+            if (x["lo"], x["hi"]) != (y["lo"], y["hi"]):
+                raise ValueError(f"the sides split {x['lo']}..{x['hi']} differently")
             if (x["count"], x["checksum"]) == (y["count"], y["checksum"]):
                 continue
             lo, hi = x["lo"], x["hi"]
-            if hi - lo <= leaf_size:
-                found = _diff_rows(source.rows(lo, hi, hash_name), target.rows(lo, hi, hash_name))
-                if found:
-                    leaves.append((lo, hi))
-                report.differences.extend(found)
-            else:
-                next_round.extend(split_range(lo, hi, fanout))
+            (differing if hi - lo <= leaf_size else next_round).append((lo, hi))
+        compared = _compare(source, target, differing, hash_name)
+        for leaf, found in zip(differing, compared, strict=True):
+            if found:
+                leaves.append(leaf)
+            report.differences.extend(found)
         pending = next_round
     deadline = time.monotonic() + confirm_seconds
     while report.differences and time.monotonic() < deadline:
         time.sleep(min(0.25, confirm_seconds))
-        again = {}
-        for lo, hi in leaves:
-            pair = source.rows(lo, hi, hash_name), target.rows(lo, hi, hash_name)
-            again.update({d.key: d for d in _diff_rows(*pair)})
+        again = {d.key: d for found in _compare(source, target, leaves, hash_name) for d in found}
         report.differences = [again[d.key] for d in report.differences if d.key in again]
     report.differences.sort(key=lambda d: d.key)
     return report

@@ -17,96 +17,41 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import (
-    BigInteger,
-    Column,
     Engine,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    delete,
-    insert,
-    select,
 )
 from sqlalchemy.orm import Session
 
-from strangler.db import create_db_engine
 from strangler.sync.apply import EntitySpec, apply_events
-from strangler.sync.bulk import (
-    CSV,
-    JSON_LINES,
-    ImportRefused,
-    available_formats,
-    export_rows,
-    import_rows,
-)
+from strangler.sync.bulk import ImportRefused, available_formats, export_rows, import_rows
 from strangler.sync.events import ChangeEvent
-from strangler.sync.tables import sync_tables
-from tests.support.databases import database
-
-Row = tuple[int, int, str, int]  # key, version, name, price
-State = tuple[dict[int, tuple[int, str, int]], dict[int, int]]
-
-
-def _spec(metadata: MetaData, name: str = "things") -> EntitySpec:
-    table = Table(
-        name,
-        metadata,
-        Column("id", Integer, primary_key=True, autoincrement=False),
-        Column("name", String(50), unique=True, nullable=False),
-        Column("price", BigInteger, nullable=False),
-        Column("version", Integer, nullable=False),
-    )
-    stones = sync_tables(metadata, name).tombstones
-    return EntitySpec(name, table, stones, ("name", "price"))
+from strangler.sync.wire import CSV, JSON_LINES
+from tests.support.things import Row, seed, state, things_database
 
 
 @pytest.fixture(scope="module")
-def engine(
+def things(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Engine]:
-    directory = tmp_path_factory.mktemp(f"bulk-{request.param}")
-    with database(request.param, directory) as url:
-        made = create_db_engine(url)
+) -> Iterator[tuple[Engine, EntitySpec]]:
+    with things_database(request.param, tmp_path_factory.mktemp(request.param)) as made:
         yield made
-        made.dispose()
+
+
+@pytest.fixture(scope="module")
+def engine(things: tuple[Engine, EntitySpec]) -> Engine:
+    return things[0]
+
+
+@pytest.fixture(scope="module")
+def spec(things: tuple[Engine, EntitySpec]) -> EntitySpec:
+    return things[1]
 
 
 SIDES = [("sqlite", JSON_LINES), ("postgresql", JSON_LINES), ("postgresql", CSV)]
 """Each database with each format it offers (test_sqlite_refuses_csv_by_name: the one it
 does not)."""
 on_each_side = pytest.mark.parametrize(
-    ("engine", "fmt"), SIDES, indirect=["engine"], ids=[f"{b}-{f}" for b, f in SIDES]
+    ("things", "fmt"), SIDES, indirect=["things"], ids=[f"{b}-{f}" for b, f in SIDES]
 )
-
-
-@pytest.fixture(scope="module")
-def spec(engine: Engine) -> EntitySpec:
-    metadata = MetaData()
-    made = _spec(metadata)
-    metadata.create_all(engine)
-    return made
-
-
-def _seed(session: Session, spec: EntitySpec, rows: list[Row], stones: dict[int, int]) -> None:
-    session.execute(delete(spec.table))
-    session.execute(delete(spec.tombstones))
-    if rows:
-        session.execute(
-            insert(spec.table),
-            [{"id": k, "version": v, "name": n, "price": p} for k, v, n, p in rows],
-        )
-    if stones:
-        session.execute(
-            insert(spec.tombstones), [{"entity_key": k, "version": v} for k, v in stones.items()]
-        )
-
-
-def _state(session: Session, spec: EntitySpec) -> State:
-    table = spec.table
-    rows = session.execute(select(table.c.id, table.c.version, table.c.name, table.c.price))
-    stones = session.execute(select(spec.tombstones.c.entity_key, spec.tombstones.c.version))
-    return {r[0]: (r[1], r[2], r[3]) for r in rows}, {s[0]: s[1] for s in stones}
 
 
 def _chunk(rows: list[Row], fmt: str = JSON_LINES) -> bytes:
@@ -158,12 +103,12 @@ def test_a_chunk_leaves_what_the_same_rows_as_events_leave(
     results = []
     for way in ("bulk", "events"):
         with Session(engine) as session:
-            _seed(session, spec, start, stones)
+            seed(session, spec, start, stones)
             if way == "bulk":
                 import_rows(session, spec, _chunk(rows, fmt), fmt)
             else:
                 apply_events(session, spec, _events(rows))
-            results.append(_state(session, spec))
+            results.append(state(session, spec))
             session.rollback()
     assert results[0] == results[1]
 
@@ -171,7 +116,7 @@ def test_a_chunk_leaves_what_the_same_rows_as_events_leave(
 @on_each_side
 def test_counts_and_the_rule_on_a_known_chunk(engine: Engine, spec: EntitySpec, fmt: str) -> None:
     with Session(engine) as session:
-        _seed(session, spec, [(1, 3, "a", 1), (2, 1, "b", 2)], {3: 4, 4: 1})
+        seed(session, spec, [(1, 3, "a", 1), (2, 1, "b", 2)], {3: 4, 4: 1})
         report = import_rows(
             session,
             spec,
@@ -181,7 +126,7 @@ def test_counts_and_the_rule_on_a_known_chunk(engine: Engine, spec: EntitySpec, 
             fmt,
         )
         assert (report.rows, report.applied, report.duplicates, report.rejected) == (4, 2, 2, 0)
-        assert _state(session, spec) == (
+        assert state(session, spec) == (
             {1: (3, "a", 1), 2: (5, "b-new", 20), 4: (2, "d", 4)},
             {3: 4},
         )
@@ -193,11 +138,11 @@ def test_a_chunk_with_a_clash_still_applies_every_row_that_can(
     engine: Engine, spec: EntitySpec, fmt: str
 ) -> None:
     with Session(engine) as session:
-        _seed(session, spec, [(1, 1, "taken", 1)], {})
+        seed(session, spec, [(1, 1, "taken", 1)], {})
         chunk = _chunk([(2, 1, "taken", 2), (3, 1, "free", 3)], fmt)
         report = import_rows(session, spec, chunk, fmt)
         assert (report.applied, report.rejected, report.method) == (1, 1, "events")
-        assert _state(session, spec)[0] == {1: (1, "taken", 1), 3: (1, "free", 3)}
+        assert state(session, spec)[0] == {1: (1, "taken", 1), 3: (1, "free", 3)}
         session.rollback()
 
 
@@ -226,9 +171,9 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize(
-    ("engine", "fmt", "body", "says"),
+    ("things", "fmt", "body", "says"),
     [(b, f, body, says) for b, f in SIDES for _, body, says in MALFORMED[f]],
-    indirect=["engine"],
+    indirect=["things"],
     ids=[f"{b}-{f}-{name}" for b, f in SIDES for name, _, _ in MALFORMED[f]],
 )
 def test_a_malformed_chunk_is_refused_whole(
@@ -236,20 +181,16 @@ def test_a_malformed_chunk_is_refused_whole(
 ) -> None:
     """Each chunk starts with a good row: it must not land when a later one is bad."""
     with Session(engine) as session:
-        _seed(session, spec, [], {})
+        seed(session, spec, [], {})
         with pytest.raises(ImportRefused) as refused:
             import_rows(session, spec, body, fmt)
         assert says in str(refused.value)
-        assert _state(session, spec) == ({}, {})
+        assert state(session, spec) == ({}, {})
         session.rollback()
 
 
 def test_sqlite_refuses_csv_by_name(tmp_path: Path) -> None:
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'one.db'}")
-    metadata = MetaData()
-    spec = _spec(metadata)
-    metadata.create_all(engine)
-    with Session(engine) as session:
+    with things_database("sqlite", tmp_path) as (engine, spec), Session(engine) as session:
         assert available_formats(session) == [JSON_LINES]
         for attempt in (
             lambda: export_rows(session, spec, 0, 10, CSV),
@@ -257,7 +198,6 @@ def test_sqlite_refuses_csv_by_name(tmp_path: Path) -> None:
         ):
             with pytest.raises(ImportRefused, match="cannot read or write 'pg-csv'"):
                 attempt()
-    engine.dispose()
 
 
 AWKWARD = 'q"uote \\ back\nnew\ttab \x01\x02 ünï 😀,;'
@@ -270,7 +210,7 @@ def test_export_reads_the_rows_after_a_key_in_key_order_and_they_import_back(
     """Also the formats' corner: every character JSON escapes or CSV quotes."""
     rows = [(9, 1, "nine", 9), (1, 4, "one", 1), (5, 2, AWKWARD, 5), (3, 1, "three", 3)]
     with Session(engine) as session:
-        _seed(session, spec, rows, {})
+        seed(session, spec, rows, {})
         chunk = export_rows(session, spec, after=1, limit=2, fmt=fmt)
         assert (chunk.rows, chunk.last_key) == (2, 5)
         if fmt == CSV:
@@ -289,29 +229,29 @@ def test_export_reads_the_rows_after_a_key_in_key_order_and_they_import_back(
             ]
         assert (export_rows(session, spec, after=9, limit=5, fmt=fmt).rows) == 0
         everything = export_rows(session, spec, after=0, limit=10, fmt=fmt)
-        _seed(session, spec, [], {})
+        seed(session, spec, [], {})
         report = import_rows(session, spec, everything.body, fmt)
         assert (report.rows, report.applied) == (4, 4)
-        assert _state(session, spec) == ({k: (v, n, p) for k, v, n, p in rows}, {})
+        assert state(session, spec) == ({k: (v, n, p) for k, v, n, p in rows}, {})
         session.rollback()
 
 
-@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("things", ["postgresql"], indirect=True)
 def test_an_unsorted_csv_chunk_cannot_slip_a_row_past_a_tombstone(
     engine: Engine, spec: EntitySpec
 ) -> None:
     """A chunk whose key range (first and last row) is free goes straight into the table by
     COPY; a row outside that range must still meet the tombstone that outranks it."""
     with Session(engine) as session:
-        _seed(session, spec, [], {50: 5})
+        seed(session, spec, [], {50: 5})
         body = _chunk(
             [(1, 1, "one", 1), (50, 2, "back from the dead", 50), (10, 1, "ten", 10)], CSV
         )
         report = import_rows(session, spec, body, CSV)
         assert (report.applied, report.duplicates, report.method) == (2, 1, "sql")
-        assert _state(session, spec) == ({1: (1, "one", 1), 10: (1, "ten", 10)}, {50: 5})
+        assert state(session, spec) == ({1: (1, "one", 1), 10: (1, "ten", 10)}, {50: 5})
         session.rollback()
-        _seed(session, spec, [], {})
+        seed(session, spec, [], {})
         sorted_body = _chunk([(1, 1, "one", 1), (10, 1, "ten", 10)], CSV)
         assert import_rows(session, spec, sorted_body, CSV).method == "copy"
         session.rollback()

@@ -235,7 +235,7 @@ def test_both_sides_offer_the_row_hashes_their_database_can_compute(system: Sync
         httpx.get(f"{base}/internal/sync/products/bounds", headers=headers).json()["hashes"]
         for base in sides
     ]
-    expected = ["pg-jsonb", "blake2b-json"] if system.backend == "postgresql" else ["blake2b-json"]
+    expected = ["pg-record", "blake2b-json"] if system.backend == "postgresql" else ["blake2b-json"]
     assert offered == [expected, expected]
 
     def sums(hash_name: str) -> list[tuple[int, int]]:
@@ -265,7 +265,7 @@ def test_both_sides_offer_the_row_hashes_their_database_can_compute(system: Sync
     if system.backend == "sqlite":
         refused = httpx.post(
             f"{system.service.base_url}/internal/sync/products/checksums",
-            json={"bounds": [[0, 10]], "hash": "pg-jsonb"},
+            json={"bounds": [[0, 10]], "hash": "pg-record"},
             headers=headers,
         )
-        assert_problem(refused, 422, "pg-jsonb")
+        assert_problem(refused, 422, "pg-record")
