@@ -124,6 +124,25 @@ def run_wrk(
     return result
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk_with_cpu(
+    url: str, connections: int, seconds: float, pids: dict[str, int]
+) -> dict[str, float]:
+    """run_wrk, plus each named process's CPU milliseconds per request during the run: the
+    profile that says which process a cost lands on."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    result = run_wrk(url, connections, seconds)
+    requests = max(result["rps"] * max(1, round(seconds)), 1.0)
+    for name, pid in pids.items():
+        result[f"cpu_ms_per_request_{name}"] = (cpu_seconds(pid) - before[name]) * 1000 / requests
+    return result
+
+
 def nginx_conf(workdir: Path, port: int, upstream_port: int) -> Path:
     """nginx as the reference: one worker, a plain keep-alive reverse proxy."""
     conf = workdir / f"nginx-{port}.conf"

@@ -34,6 +34,7 @@ from bench.harness import (  # noqa: E402
     nginx_conf,
     print_measurements,
     run_wrk,
+    run_wrk_with_cpu,
     wait_http,
 )
 from tests.support.processes import (  # noqa: E402
@@ -51,12 +52,12 @@ TOKEN = "bench-proxy-sync-token"
 @contextmanager
 def _process(
     argv: list[str], url: str, log: Path, env: dict[str, str] | None = None
-) -> Iterator[None]:
+) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as sink:
         process = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
     try:
         wait_http(url, lambda: process.poll() is None)
-        yield
+        yield process
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -79,7 +80,8 @@ shadow_percent = 100
 
 
 @contextmanager
-def _proxy(workdir: Path, name: str, routing: Path) -> Iterator[str]:
+def _proxy(workdir: Path, name: str, routing: Path) -> Iterator[tuple[str, int]]:
+    """A strangler proxy on `routing`: its URL and its pid."""
     port = free_port()
     env = {
         **os.environ,
@@ -87,8 +89,9 @@ def _proxy(workdir: Path, name: str, routing: Path) -> Iterator[str]:
         "PROXY_AUDIT_LOG": str(workdir / f"audit-{name}.jsonl"),
     }
     argv = [sys.executable, "-m", "proxy", "serve", "--port", str(port)]
-    with _process(argv, f"http://127.0.0.1:{port}/_strangler/health", workdir / f"{name}.log", env):
-        yield f"http://127.0.0.1:{port}"
+    health = f"http://127.0.0.1:{port}/_strangler/health"
+    with _process(argv, health, workdir / f"{name}.log", env) as process:
+        yield f"http://127.0.0.1:{port}", process.pid
 
 
 @contextmanager
@@ -144,7 +147,8 @@ def run(quick: bool) -> list[Measurement]:
         menv = {**monolith_env(monolith_db, work / "m"), "MONOLITH_SYNC_TOKEN": TOKEN}
         run_monolith_command(menv, "migrate")
         run_monolith_command(menv, "seed", "--products", "100")
-        monolith = stack.enter_context(serve_monolith(menv, work / "m")).base_url
+        monolith_app = stack.enter_context(serve_monolith(menv, work / "m"))
+        monolith = monolith_app.base_url
         senv = {
             **service_env(
                 f"sqlite:///{work / 's' / 'products.db'}", work / "s", work / "m" / "jwt-public.pem"
@@ -152,23 +156,32 @@ def run(quick: bool) -> list[Measurement]:
             "PRODUCTS_SERVICE_SYNC_TOKEN": TOKEN,
         }
         run_service_command(senv, "migrate")
-        service = stack.enter_context(serve_products_service(senv, work / "s")).base_url
+        service_app = stack.enter_context(serve_products_service(senv, work / "s"))
+        service = service_app.base_url
         _backfill(monolith, service, monolith_db, work)
 
         plain_trivial = _routing(work, "trivial", trivial, trivial, "monolith")
         plain_monolith = _routing(work, "monolith", monolith, service, "monolith")
         shadowed = _routing(work, "shadow", monolith, service, "shadow")
+        proxies = {
+            "trivial strangler": stack.enter_context(_proxy(work, "p-trivial", plain_trivial)),
+            "monolith strangler": stack.enter_context(_proxy(work, "p-monolith", plain_monolith)),
+            "monolith strangler shadow": stack.enter_context(_proxy(work, "p-shadow", shadowed)),
+        }
         urls = {
             "trivial direct": f"{trivial}/products/1",
-            "trivial strangler": stack.enter_context(_proxy(work, "p-trivial", plain_trivial))
-            + "/products/1",
+            "trivial strangler": proxies["trivial strangler"][0] + "/products/1",
             "trivial nginx": stack.enter_context(_nginx(work, trivial)) + "/products/1",
             "monolith direct": f"{monolith}/products/1",
-            "monolith strangler": stack.enter_context(_proxy(work, "p-monolith", plain_monolith))
-            + "/products/1",
+            "monolith strangler": proxies["monolith strangler"][0] + "/products/1",
             "monolith nginx": stack.enter_context(_nginx(work, monolith)) + "/products/1",
-            "monolith strangler shadow": stack.enter_context(_proxy(work, "p-shadow", shadowed))
-            + "/products/1",
+            "monolith strangler shadow": proxies["monolith strangler shadow"][0] + "/products/1",
+        }
+        # Where the CPU of a shadowed read goes: the proxy, the monolith, the service.
+        apps = {"monolith": monolith_app.process.pid, "service": service_app.process.pid}
+        watched = {
+            name: {"proxy": proxies[name][1], **apps}
+            for name in ("monolith strangler", "monolith strangler shadow")
         }
         throughput_targets = [k for k in urls if not k.endswith("shadow")]
         latency_targets = ["trivial direct", "trivial strangler", "trivial nginx"]
@@ -179,7 +192,10 @@ def run(quick: bool) -> list[Measurement]:
             for name in throughput_targets:
                 c32[name].append(run_wrk(urls[name], 32, seconds))
             for name in dict.fromkeys(latency_targets + shadow_targets):
-                c1[name].append(run_wrk(urls[name], 1, seconds))
+                if name in watched:
+                    c1[name].append(run_wrk_with_cpu(urls[name], 1, seconds, watched[name]))
+                else:
+                    c1[name].append(run_wrk(urls[name], 1, seconds))
 
     def med(table: dict[str, list[dict[str, float]]], name: str, key: str) -> float:
         return statistics.median(sample[key] for sample in table[name])
@@ -240,7 +256,20 @@ def run(quick: bool) -> list[Measurement]:
             value=with_shadow / plain,
             unit="ratio",
             target="<= 1.1",
-            context={"p50_ms_without": round(plain, 3), "p50_ms_with": round(with_shadow, 3)},
+            context={
+                "p50_ms_without": round(plain, 3),
+                "p50_ms_with": round(with_shadow, 3),
+                **{
+                    f"cpu_ms_per_request_{who}_{label}": round(
+                        med(c1, name, f"cpu_ms_per_request_{who}"), 3
+                    )
+                    for label, name in (
+                        ("without", "monolith strangler"),
+                        ("with", "monolith strangler shadow"),
+                    )
+                    for who in ("proxy", "monolith", "service")
+                },
+            },
         )
     )
     return measurements
