@@ -130,6 +130,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_seconds_named(command: str) -> float:
+    """CPU time used so far by every process whose name is `command` (e.g. all PostgreSQL
+    backends): the machine-wide share of a server made of many processes."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone since the listing
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        if name == command:
+            fields = stat.rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def run_wrk_with_cpu(
     url: str, connections: int, seconds: float, pids: dict[str, int]
 ) -> dict[str, float]:
