@@ -269,3 +269,32 @@ def test_both_sides_offer_the_row_hashes_their_database_can_compute(system: Sync
             headers=headers,
         )
         assert_problem(refused, 422, "pg-record")
+
+
+def test_a_batch_with_a_malformed_event_is_refused_whole(system: SyncSystem) -> None:
+    """Two good events and one that is not an event: 422, and neither good one applies."""
+    headers = {"Authorization": f"Bearer {SYNC_TOKEN}"}
+    data = {"sku": "BATCH-1", "name": "n", "description": "", "price_cents": 100, "stock": 1}
+    good = [
+        {"entity": "products", "key": 900001, "version": 1, "op": "upsert", "data": data},
+        {"entity": "products", "key": 900002, "version": 1, "op": "delete"},
+    ]
+    malformed = [
+        {"entity": "products", "key": 900003, "version": 0, "op": "delete"},  # version >= 1
+        {"entity": "products", "key": 900003, "version": 1, "op": "upsert"},  # upsert, no data
+        {"entity": "products", "key": "three", "version": 1, "op": "delete"},
+        {"entity": "products", "key": 900003, "version": 1, "op": "drop"},
+        {"entity": "products", "key": 900003, "version": 1, "op": "delete", "extra": 1},
+    ]
+    url = f"{system.service.base_url}/internal/sync/products/events"
+    for bad in malformed:
+        answer = httpx.post(url, json={"events": [*good, bad]}, headers=headers)
+        assert answer.status_code == 422, (bad, answer.text)
+        assert answer.headers["content-type"] == "application/problem+json"
+    rows = httpx.get(
+        f"{system.service.base_url}/internal/sync/products/rows",
+        params={"lo": 900000, "hi": 900010},
+        headers=headers,
+    )
+    assert rows.json()["rows"] == []
+    assert httpx.post(url, json={"events": good}, headers=headers).status_code == 200
