@@ -132,8 +132,12 @@ def up(tmp_path: Path) -> Iterator[Up]:
         )
     try:
         wait_until_healthy(f"http://127.0.0.1:{proxy_port}", process, log, "/_strangler/health")
-        deadline = time.monotonic() + 30
-        while "ready" not in log.read_text() and time.monotonic() < deadline:
+        # `up` prints its ready banner (the proxy URL "send traffic here") once every child
+        # answers; "ready" alone also matches the children's earlier lines (their /ready URLs).
+        deadline = time.monotonic() + 60
+        while "send traffic here" not in log.read_text() and time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"strangler up exited:\n{log.read_text()}")
             time.sleep(0.1)
         yield Up(
             process,
