@@ -72,17 +72,24 @@ def test(extra: list[str]) -> int:
     return code or (1 if failed else 0)
 
 
+def chaos(extra: list[str]) -> int:
+    """The long fault runs (pytest marker `chaos`): kills, restarts and floods that take
+    longer than the everyday suite's budget. CI runs them after `test`."""
+    say("pytest -m chaos")
+    return run([str(BIN / "python"), "-m", "pytest", "-m", "chaos", *extra])
+
+
 def bench(extra: list[str]) -> int:
     return run([str(BIN / "python"), str(ROOT / "bench" / "run.py"), *extra])
 
 
 def main() -> int:
-    commands = {"up": up, "test": test, "bench": bench}
+    commands = {"up": up, "test": test, "chaos": chaos, "bench": bench}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(__doc__)
         print(
             "usage: python3 dev.py up [strangler up options] | test [pytest options] "
-            "| bench [--quick] [--only NAME ...]"
+            "| chaos [pytest options] | bench [--quick] [--only NAME ...]"
         )
         return 2
     ensure_environment()

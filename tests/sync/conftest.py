@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,36 +116,45 @@ def outbox_rows(database_url: str) -> list[dict[str, Any]]:
         engine.dispose()
 
 
-@pytest.fixture(params=BACKENDS)
-def system(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SyncSystem]:
-    backend: str = request.param
-    routing = tmp_path / "routing.toml"
-    with (
-        ExitStack() as stack,
-        database(backend, tmp_path / "m") as monolith_db,
-        database(backend, tmp_path / "s") as service_db,
-    ):
-        (tmp_path / "m").mkdir(exist_ok=True)
-        (tmp_path / "s").mkdir(exist_ok=True)
+@contextmanager
+def sync_system(
+    backend: str, workdir: Path, monolith_db: str, service_db: str
+) -> Iterator[SyncSystem]:
+    """A monolith and a products service serving the two (empty) databases given."""
+    routing = workdir / "routing.toml"
+    with ExitStack() as stack:
+        (workdir / "m").mkdir(exist_ok=True)
+        (workdir / "s").mkdir(exist_ok=True)
         service_port = free_port()
         # The monolith's orders reach the service through a fault proxy tests can slow down.
         fault = stack.enter_context(fault_proxy(service_port))
         menv = {
-            **monolith_env(monolith_db, tmp_path / "m"),
+            **monolith_env(monolith_db, workdir / "m"),
             "MONOLITH_ROUTING_FILE": str(routing),
             "MONOLITH_SYNC_TOKEN": SYNC_TOKEN,
             "MONOLITH_PRODUCTS_SERVICE_URL": fault.url,
             "MONOLITH_PRODUCTS_SERVICE_TIMEOUT_SECONDS": "1.0",
         }
         run_monolith_command(menv, "migrate")
-        with serve_monolith(menv, tmp_path / "m") as monolith:
-            senv = {
-                **service_env(service_db, tmp_path / "s", tmp_path / "m" / "jwt-public.pem"),
-                "PRODUCTS_SERVICE_ROUTING_FILE": str(routing),
-                "PRODUCTS_SERVICE_SYNC_TOKEN": SYNC_TOKEN,
-            }
-            run_service_command(senv, "migrate")
-            with serve_products_service(senv, tmp_path / "s", service_port) as service:
-                yield SyncSystem(
-                    fault, backend, tmp_path, monolith, service, monolith_db, service_db, routing
-                )
+        monolith = stack.enter_context(serve_monolith(menv, workdir / "m"))
+        senv = {
+            **service_env(service_db, workdir / "s", workdir / "m" / "jwt-public.pem"),
+            "PRODUCTS_SERVICE_ROUTING_FILE": str(routing),
+            "PRODUCTS_SERVICE_SYNC_TOKEN": SYNC_TOKEN,
+        }
+        run_service_command(senv, "migrate")
+        service = stack.enter_context(serve_products_service(senv, workdir / "s", service_port))
+        yield SyncSystem(
+            fault, backend, workdir, monolith, service, monolith_db, service_db, routing
+        )
+
+
+@pytest.fixture(params=BACKENDS)
+def system(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SyncSystem]:
+    backend: str = request.param
+    with (
+        database(backend, tmp_path / "m") as monolith_db,
+        database(backend, tmp_path / "s") as service_db,
+        sync_system(backend, tmp_path, monolith_db, service_db) as running,
+    ):
+        yield running

@@ -1,0 +1,1 @@
+"""Long fault runs: real processes killed, restarted, stalled and flooded (marker `chaos`)."""
