@@ -60,6 +60,7 @@ class ProxyRuntime:
         self.routing_file = RoutingFile(settings.routing_file, settings.audit_log)
         self.metrics = ProxyMetrics()
         self.state = RoutingState(self.metrics)
+        self.metrics.watch_pools(self.state.pool_samples)
         self.signature = self.routing_file.signature()
         config = parse_config(self.routing_file.read(), str(settings.routing_file))
         self.state.apply(config)

@@ -312,6 +312,10 @@ class Forwarder:
                 content = await reader.buffer()  # replayable on the monolith
             else:
                 content = reader.stream()
+            # One deadline per upstream call, from its start to the answer's last byte: a
+            # trickling upstream must not get total_timeout for its head and again for its body.
+            clock = asyncio.get_running_loop().time
+            deadline = clock() + primary.config.total_timeout
             outcome = await call_upstream(
                 self._metrics, primary, method, target, headers, content, body_done
             )
@@ -331,6 +335,7 @@ class Forwarder:
             fallback_reason = outcome.reason
             self._metrics.fallbacks.labels(label, outcome.reason).inc()
             answered_by = fallback
+            deadline = clock() + fallback.config.total_timeout
             outcome = await call_upstream(self._metrics, fallback, method, target, headers, content)
         elif (
             isinstance(outcome, UpstreamAnswer)
@@ -341,6 +346,7 @@ class Forwarder:
             self._metrics.fallbacks.labels(label, fallback_reason).inc()
             await outcome.aclose()
             answered_by = fallback
+            deadline = clock() + fallback.config.total_timeout
             outcome = await call_upstream(self._metrics, fallback, method, target, headers, content)
 
         if isinstance(outcome, UpstreamFailure):
@@ -404,7 +410,7 @@ class Forwarder:
                     "headers": downstream_headers(response.raw_headers, extra),
                 }
             )
-            async with asyncio.timeout(answered_by.config.total_timeout):
+            async with asyncio.timeout_at(deadline):
                 async for chunk in self._body_or_cut(response, answered_by, label):
                     if capture is not None:
                         if len(capture) + len(chunk) > cap:
@@ -414,8 +420,17 @@ class Forwarder:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             flags["finishing"] = True
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except (_CutOff, TimeoutError):
+        except _CutOff:
             return  # uvicorn closes a connection whose response did not complete
+        except TimeoutError:
+            log.warning(
+                "%s %s: the answer was not complete within total_timeout (%g s); cut",
+                label,
+                answered_by.name,
+                answered_by.config.total_timeout,
+            )
+            self._metrics.observe(label, answered_by.name, 504, time.perf_counter() - started)
+            return
         finally:
             await response.aclose()
         self._metrics.observe(

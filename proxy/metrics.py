@@ -1,13 +1,65 @@
 """Prometheus metrics of the proxy, on a registry of its own (one per app instance).
 
-Label children are cached so the per-request cost is a dict lookup and an increment.
+Label children are cached so the per-request cost is a dict lookup and an increment. The
+connection pools and the event loop's tasks are read when the metrics are scraped, never on
+the request path.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import asyncio
+from collections.abc import Callable, Iterable, Iterator
 
-__all__ = ["ProxyMetrics"]
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = ["PoolSample", "ProxyMetrics"]
+
+PoolSample = tuple[str, str, int, int]
+"""(upstream, pool: "primary" or "shadow", connections in use, connections open)."""
+
+
+class _RuntimeCollector(Collector):
+    """The upstream pools and the event loop's task count, as they are at scrape time."""
+
+    def __init__(self) -> None:
+        self.pools: Callable[[], Iterable[PoolSample]] = lambda: ()
+
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        labels = ["upstream", "pool"]
+        return (
+            GaugeMetricFamily(
+                "strangler_proxy_upstream_connections_in_use",
+                "Upstream connection slots held by requests in flight, by upstream and pool",
+                labels=labels,
+            ),
+            GaugeMetricFamily(
+                "strangler_proxy_upstream_connections_open",
+                "Upstream connections open (in use or idle), by upstream and pool",
+                labels=labels,
+            ),
+            GaugeMetricFamily(
+                "strangler_proxy_tasks", "asyncio tasks alive in the proxy's event loop"
+            ),
+        )
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        in_use, opened, tasks = self._families()
+        for upstream, pool, used, open_now in self.pools():
+            in_use.add_metric([upstream, pool], used)
+            opened.add_metric([upstream, pool], open_now)
+        try:
+            tasks.add_metric([], len(asyncio.all_tasks()))
+        except RuntimeError:  # scraped outside the event loop: no tasks to count
+            pass
+        yield in_use
+        yield opened
+        yield tasks
+
 
 _BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
@@ -74,6 +126,8 @@ class ProxyMetrics:
             ["capability"],
             registry=self.registry,
         )
+        self._runtime = _RuntimeCollector()
+        self.registry.register(self._runtime)
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._latency_children: dict[tuple[str, str], Histogram] = {}
 
@@ -90,6 +144,10 @@ class ProxyMetrics:
             histogram = self.latency.labels(capability, upstream)
             self._latency_children[pair] = histogram
         histogram.observe(seconds)
+
+    def watch_pools(self, pools: Callable[[], Iterable[PoolSample]]) -> None:
+        """Where the scrape reads the current upstream pools from."""
+        self._runtime.pools = pools
 
     def set_breaker(self, upstream: str, state: str) -> None:
         self.breaker.labels(upstream).set(_BREAKER_VALUES[state])

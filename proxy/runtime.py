@@ -18,7 +18,7 @@ from proxy.breaker import CircuitBreaker
 from proxy.config import CapabilityConfig, RoutingConfig, UpstreamConfig, validate_transition
 from proxy.decision import CapabilityPolicy
 from proxy.headers import Networks
-from proxy.metrics import ProxyMetrics
+from proxy.metrics import PoolSample, ProxyMetrics
 from proxy.paths import ancestors
 from proxy.upstream_client import UpstreamPool
 from strangler.phases import Side
@@ -109,6 +109,16 @@ class RoutingState:
         if self._current is None:
             raise RuntimeError("no routing config applied yet")
         return self._current
+
+    def pool_samples(self) -> list[PoolSample]:
+        """The current upstreams' pools, for the metrics scrape."""
+        if self._current is None:
+            return []
+        samples: list[PoolSample] = []
+        for name, upstream in self._current.upstreams.items():
+            for kind, pool in (("primary", upstream.pool), ("shadow", upstream.shadow_pool)):
+                samples.append((name, kind, pool.in_use, pool.open_connections))
+        return samples
 
     def apply(self, config: RoutingConfig) -> CompiledConfig:
         """Compile `config` and make it current; refuse (ConfigError) a skipped phase."""

@@ -25,7 +25,7 @@ import asyncio
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import cast
 
 import httptools
@@ -45,9 +45,15 @@ class _Closed(Exception):
 class _Connection(asyncio.Protocol):
     """One upstream connection and the one exchange on it at a time."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, read_timeout: float) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        read_timeout: float,
+        count: Callable[[int], None] | None = None,
+    ) -> None:
         self._loop = loop
         self._read_timeout = read_timeout
+        self._count = count  # told +1 when the connection is made, -1 when it is lost
         self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.closed = False
@@ -73,6 +79,8 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport; they implement it.
         self.transport = cast(asyncio.Transport, transport)
+        if self._count is not None:
+            self._count(1)
 
     def data_received(self, data: bytes) -> None:
         self._got_bytes = True
@@ -85,6 +93,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._count is not None:
+            self._count(-1)
         if self._delimited_by_close and self._head is not None and self._head.done():
             self._finish()  # an answer with neither length nor chunks ends when the line closes
         if not self.complete:
@@ -315,6 +325,13 @@ class UpstreamPool:
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._idle: list[_Connection] = []
+        # Read by the metrics scrape (never on the request path): slots held by requests,
+        # and connections opened and not yet lost (in use or idle).
+        self.in_use = 0
+        self.open_connections = 0
+
+    def _count_connections(self, delta: int) -> None:
+        self.open_connections += delta
 
     def give_back(self, connection: _Connection) -> None:
         if connection.keep_alive():
@@ -322,6 +339,7 @@ class UpstreamPool:
             self._idle.append(connection)
         else:
             connection.close()
+        self.in_use -= 1
         self._slots.release()
 
     async def _connect(self) -> _Connection:
@@ -329,7 +347,7 @@ class UpstreamPool:
         try:
             async with asyncio.timeout(self._connect_timeout):
                 _, protocol = await loop.create_connection(
-                    lambda: _Connection(loop, self._read_timeout),
+                    lambda: _Connection(loop, self._read_timeout, self._count_connections),
                     self._host,
                     self._port,
                     ssl=self._tls,
@@ -372,6 +390,7 @@ class UpstreamPool:
                 raise httpx.PoolTimeout("no free connection to the upstream in time") from exc
         else:
             await self._slots.acquire()
+        self.in_use += 1
         try:
             head, chunked = self._head(method, target, headers, content)
             repeatable = method in _REPEATABLE and not isinstance(content, AsyncIterator)
@@ -390,6 +409,7 @@ class UpstreamPool:
             except _Closed:
                 raise httpx.RemoteProtocolError("the upstream closed without answering") from None
         except BaseException:
+            self.in_use -= 1
             self._slots.release()
             raise
 
