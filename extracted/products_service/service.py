@@ -31,20 +31,25 @@ class WritesElsewhere(Exception):
     service after a rollback flipped writes back to the monolith)."""
 
 
+def _ensure_writes_here(session: Session) -> None:
+    """Refuse (rolling back) a write while the phase syncs monolith -> service: checked
+    before the row is looked up too, so a product the copy has not received yet is refused
+    as a write that belongs elsewhere (503), not reported missing (404)."""
+    phase_file = session.info.get(CHANGE_FEED)
+    if isinstance(phase_file, PhaseFile) and phase_file.sync() is SyncDirection.FORWARD:
+        session.rollback()
+        raise WritesElsewhere(phase_file.current().value)
+
+
 def _emit(session: Session, product_id: int, *, deleted_version: int | None = None) -> None:
     """Write the product's change event to the outbox when the phase syncs service -> monolith.
 
     Called inside the write's transaction, after the change: both commit or neither does.
     Refuses (rolling back) while the phase syncs the other way.
     """
+    _ensure_writes_here(session)  # checked again at the end: the phase may have just moved
     phase_file = session.info.get(CHANGE_FEED)
-    if not isinstance(phase_file, PhaseFile):
-        return
-    direction = phase_file.sync()
-    if direction is SyncDirection.FORWARD:
-        session.rollback()
-        raise WritesElsewhere(phase_file.current().value)
-    if direction is not SyncDirection.REVERSE:
+    if not isinstance(phase_file, PhaseFile) or phase_file.sync() is not SyncDirection.REVERSE:
         return
     if deleted_version is not None:
         event = ChangeEvent(entity="products", key=product_id, version=deleted_version, op="delete")
@@ -106,6 +111,7 @@ def _commit_or_sku_taken(session: Session, sku: str) -> None:
 
 def create_product(session: Session, new: ProductCreate) -> Product:
     """Add a product at version 1; raise SkuTaken when the SKU is in use."""
+    _ensure_writes_here(session)
     if session.scalar(select(Product.id).where(Product.sku == new.sku)) is not None:
         raise SkuTaken(new.sku)
     product = Product(
@@ -129,6 +135,7 @@ def create_product(session: Session, new: ProductCreate) -> Product:
 
 def update_product(session: Session, product_id: int, patch: ProductPatch) -> Product:
     """Apply a partial update and bump the version; the row is locked while it changes."""
+    _ensure_writes_here(session)
     product = session.get(Product, product_id, with_for_update=True)
     if product is None:
         raise ProductNotFound(product_id)
@@ -151,6 +158,7 @@ def update_product(session: Session, product_id: int, patch: ProductPatch) -> Pr
 
 
 def delete_product(session: Session, product_id: int) -> None:
+    _ensure_writes_here(session)
     product = session.get(Product, product_id, with_for_update=True)
     if product is None:
         raise ProductNotFound(product_id)

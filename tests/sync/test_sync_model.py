@@ -1,0 +1,389 @@
+"""A stateful property test of the whole sync against the real monolith and service.
+
+Hypothesis interleaves, at random: product writes and deletes on the side that takes writes in
+the current phase (and writes refused by the other side), relay batches, relays that crash
+after the target applied a batch but before marking it delivered, redeliveries of events
+already delivered, backfill chunks (each backfill run stopped after a chunk, as if killed),
+and phase changes (monolith, dual_write, writes_cutover and back) made the way the runbook
+makes them. The model is simply what clients were told: every acknowledged write. At the end
+of each run, the sync is brought to rest as an operator would (drain the relay; when the
+service never had a complete copy, advance to dual_write and finish the backfill), and both
+databases must hold exactly the model.
+
+The relay and the backfill run in this process (the product's Relay and Backfill classes,
+over the real databases and the real sync APIs); the apps are real processes.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from sqlalchemy import Engine, MetaData, select
+
+from strangler.db import create_db_engine
+from strangler.sync.backfill import Backfill
+from strangler.sync.client import SyncClient
+from strangler.sync.events import ApplyOutcome, ChangeEvent
+from strangler.sync.reconcile import reconcile, repair
+from strangler.sync.relay import Relay
+from strangler.sync.tables import SyncTables, sync_tables
+from tests.support.factories import Account, new_account, unique
+from tests.sync.conftest import SYNC_TOKEN, SyncSystem
+
+FIELDS = ("sku", "name", "price", "stock", "version")
+WRITER = {"monolith": "monolith", "dual_write": "monolith", "writes_cutover": "service"}
+FORWARD, REVERSE = ("monolith", "service"), ("service", "monolith")
+DIRECTION = {"monolith": None, "dual_write": FORWARD, "writes_cutover": REVERSE}
+
+
+class _Crash(Exception):
+    """A process dying at a chosen moment."""
+
+
+class _CrashAfterApply:
+    """A target whose answer is lost: the batch is applied, then the relay 'dies'."""
+
+    def __init__(self, target: SyncClient) -> None:
+        self._target = target
+
+    def apply(self, events: list[ChangeEvent]) -> list[ApplyOutcome]:
+        self._target.apply(events)
+        raise _Crash
+
+
+class SyncModel(RuleBasedStateMachine):
+    system: SyncSystem  # set by the test before the machine runs
+    account: Account
+    engines: dict[str, Engine]
+    tables: SyncTables
+    runs = 0
+    repairs = 0
+    phases_entered: dict[str, int] = {}
+
+    def __init__(self) -> None:
+        super().__init__()
+        SyncModel.runs += 1
+        system = self.system
+        self.urls = {"monolith": system.monolith.base_url, "service": system.service.base_url}
+        self.http = {
+            side: httpx.Client(base_url=url, timeout=30) for side, url in self.urls.items()
+        }
+        self.sync = {
+            side: SyncClient(url, SYNC_TOKEN, "products") for side, url in self.urls.items()
+        }
+        self.model: dict[int, dict[str, Any] | None] = {}  # acknowledged state; None: deleted
+        self.checkpoint = system.workdir / "state" / f"model-backfill-{uuid.uuid4().hex}.json"
+        self.backfilled = False  # the service holds a complete copy of phase-monolith writes
+        self.phase = "monolith"
+        self.deleted_unsynced: set[int] = set()  # deleted with no change event recorded
+
+    # --- helpers -------------------------------------------------------------------------
+
+    @property
+    def writer(self) -> str:
+        return WRITER[self.phase]
+
+    @property
+    def live(self) -> list[int]:
+        return sorted(k for k, v in self.model.items() if v is not None)
+
+    def _set_phase(self, phase: str) -> None:
+        SyncModel.phases_entered[phase] = SyncModel.phases_entered.get(phase, 0) + 1
+        # Both apps stat routing.toml on each write, so the next request sees the phase.
+        self.system.set_phase(phase)
+        self.phase = phase
+
+    def _relay(self, source: str, target: SyncClient | _CrashAfterApply, batch: int) -> Relay:
+        return Relay(
+            self.engines[source],
+            self.tables,
+            "products",
+            target,  # type: ignore[arg-type]
+            batch_size=batch,
+        )
+
+    def _drain(self) -> None:
+        direction = DIRECTION[self.phase]
+        if direction is None:
+            return
+        source, target = direction
+        relay = self._relay(source, self.sync[target], 500)
+        while relay.deliver_once():
+            pass
+
+    def _reconcile_gate(self) -> None:
+        """The runbook's gate before writes move (and an operator's last step): reconcile,
+        repair what differs, and agree. A backfill copies rows, not deletes, so a product
+        deleted while the phase was back at `monolith` stays on the service until this
+        repair; any other difference is a defect and fails the run."""
+        source, target = self.sync["monolith"], self.sync["service"]
+        report = reconcile(source, target)
+        unexplained = [
+            d
+            for d in report.differences
+            if not (d.kind == "missing_in_source" and d.key in self.deleted_unsynced)
+        ]
+        assert unexplained == [], unexplained
+        if report.differences:
+            repair(source, target, report.differences)
+            SyncModel.repairs += len(report.differences)
+            after = reconcile(source, target)
+            assert after.agree, after.differences
+        self.deleted_unsynced.clear()
+
+    def _acknowledge(self, product: dict[str, Any]) -> None:
+        self.model[product["id"]] = {f: product[f] for f in FIELDS}
+
+    # --- rules ---------------------------------------------------------------------------
+
+    @initialize(phase=st.sampled_from(["monolith", "dual_write"]))
+    def start(self, phase: str) -> None:
+        """Each run starts where the last one left both sides: at rest and equal, so in
+        dual_write the service's copy counts as complete."""
+        self._set_phase(phase)
+        self.backfilled = phase == "dual_write"
+
+    @rule(stock=st.integers(0, 1000), price=st.integers(1, 99_99))
+    def create(self, stock: int, price: int) -> None:
+        body = {
+            "sku": unique("MODEL"),
+            "name": "Model",
+            "price": f"{price / 100:.2f}",
+            "stock": stock,
+        }
+        r = self.http[self.writer].post("/products", json=body, headers=self.account.headers)
+        assert r.status_code == 201, r.text
+        assert r.json()["version"] == 1
+        self._acknowledge(r.json())
+
+    @precondition(lambda self: self.live)
+    @rule(
+        data=st.data(), stock=st.integers(0, 1000), name=st.text("abcxyz", min_size=1, max_size=12)
+    )
+    def update(self, data: st.DataObject, stock: int, name: str) -> None:
+        key = data.draw(st.sampled_from(self.live))
+        r = self.http[self.writer].patch(
+            f"/products/{key}", json={"stock": stock, "name": name}, headers=self.account.headers
+        )
+        assert r.status_code == 200, r.text
+        before = self.model[key]
+        assert before is not None and r.json()["version"] == before["version"] + 1
+        self._acknowledge(r.json())
+
+    @precondition(lambda self: self.live)
+    @rule(data=st.data())
+    def delete(self, data: st.DataObject) -> None:
+        key = data.draw(st.sampled_from(self.live))
+        r = self.http[self.writer].delete(f"/products/{key}", headers=self.account.headers)
+        assert r.status_code == 204, r.text
+        self.model[key] = None
+        if self.phase == "monolith":
+            self.deleted_unsynced.add(key)
+
+    @precondition(lambda self: self.live and self.phase != "monolith")
+    @rule(data=st.data())
+    def the_follower_refuses_writes(self, data: st.DataObject) -> None:
+        follower = "service" if self.writer == "monolith" else "monolith"
+        key = data.draw(st.sampled_from(self.live))
+        r = self.http[follower].patch(
+            f"/products/{key}", json={"stock": 1}, headers=self.account.headers
+        )
+        assert r.status_code == 503, r.text
+
+    @precondition(lambda self: DIRECTION[self.phase] is not None)
+    @rule(batch=st.integers(1, 6))
+    def relay_batch(self, batch: int) -> None:
+        source, target = DIRECTION[self.phase]  # type: ignore[misc]
+        self._relay(source, self.sync[target], batch).deliver_once()
+
+    @precondition(lambda self: DIRECTION[self.phase] is not None)
+    @rule(batch=st.integers(1, 6))
+    def relay_crashes_after_the_target_applied(self, batch: int) -> None:
+        source, target = DIRECTION[self.phase]  # type: ignore[misc]
+        relay = self._relay(source, _CrashAfterApply(self.sync[target]), batch)
+        try:
+            relay.deliver_once()
+        except _Crash:
+            pass  # the events stay pending: the next relay sends them again
+
+    @precondition(lambda self: DIRECTION[self.phase] is not None)
+    @rule(count=st.integers(1, 5))
+    def old_events_are_delivered_again(self, count: int) -> None:
+        source, target = DIRECTION[self.phase]  # type: ignore[misc]
+        outbox = self.tables.outbox
+        with self.engines[source].connect() as connection:
+            rows = (
+                connection.execute(
+                    select(outbox)
+                    .where(outbox.c.delivered_at.is_not(None))
+                    .order_by(outbox.c.id.desc())
+                    .limit(count)
+                )
+                .mappings()
+                .all()
+            )
+        events = [
+            ChangeEvent(
+                event_id=uuid.UUID(r["event_id"]),
+                entity="products",
+                key=r["entity_key"],
+                version=r["version"],
+                op=r["op"],
+                data=json.loads(r["data"]) if r["data"] is not None else None,
+            )
+            for r in rows
+        ]
+        if events:
+            outcomes = self.sync[target].apply(events)
+            assert {o.outcome for o in outcomes} == {"duplicate"}, outcomes
+
+    @precondition(lambda self: self.phase == "dual_write" and not self.backfilled)
+    @rule(chunk=st.integers(1, 8), killed=st.booleans())
+    def backfill_chunk(self, chunk: int, killed: bool) -> None:
+        backfill = Backfill(
+            self.sync["monolith"], self.sync["service"], self.checkpoint, chunk_size=chunk
+        )
+
+        def after_chunk(rows: int) -> None:
+            if killed:
+                raise _Crash
+
+        try:
+            backfill.run(on_chunk=after_chunk)
+        except _Crash:
+            return
+        self.backfilled = True
+
+    @precondition(lambda self: self.phase == "monolith")
+    @rule()
+    def start_dual_write(self) -> None:
+        self._set_phase("dual_write")
+        self.checkpoint.unlink(missing_ok=True)  # the service's copy is stale: backfill anew
+        self.backfilled = False
+
+    @precondition(lambda self: self.phase == "dual_write")
+    @rule()
+    def roll_back_to_the_monolith(self) -> None:
+        self._drain()
+        self._set_phase("monolith")
+        self.backfilled = False
+
+    @precondition(lambda self: self.phase == "dual_write" and self.backfilled)
+    @rule()
+    def move_writes_to_the_service(self) -> None:
+        self._drain()  # the runbook's gates: nothing pending, reconcile clean
+        self._reconcile_gate()
+        self._set_phase("writes_cutover")
+
+    @precondition(lambda self: self.phase == "writes_cutover")
+    @rule()
+    def move_writes_back_to_the_monolith(self) -> None:
+        self._drain()
+        self._set_phase("dual_write")
+
+    # --- what must hold ------------------------------------------------------------------
+
+    @invariant()
+    def the_writer_holds_every_acknowledged_write(self) -> None:
+        if not self.model:
+            return
+        key = max(self.model)  # the newest product: cheap, and the one most often in play
+        self._assert_side_holds("monolith" if self.writer == "monolith" else "service", [key])
+
+    def _assert_side_holds(self, side: str, keys: list[int]) -> None:
+        for key in keys:
+            r = self.http[side].get(f"/products/{key}")
+            expected = self.model[key]
+            if expected is None:
+                assert r.status_code == 404, f"{side} still has deleted product {key}: {r.text}"
+            else:
+                assert r.status_code == 200, f"{side} lacks product {key}: {r.text}"
+                held = {f: r.json()[f] for f in FIELDS}
+                assert held == expected, f"{side} product {key}: {held} != {expected}"
+
+    def teardown(self) -> None:
+        try:
+            self._drain()
+            if self.phase == "monolith":
+                self._set_phase("dual_write")
+                self.checkpoint.unlink(missing_ok=True)
+            if self.phase == "dual_write" and not self.backfilled:
+                Backfill(self.sync["monolith"], self.sync["service"], self.checkpoint).run()
+            self._drain()
+            if self.phase == "dual_write":
+                self._reconcile_gate()
+            for side in ("monolith", "service"):
+                self._assert_side_holds(side, sorted(self.model))
+        finally:
+            for client in self.http.values():
+                client.close()
+            for sync in self.sync.values():
+                sync.close()
+
+
+def _run_model(system: SyncSystem, examples: int, steps: int) -> None:
+    engines = {
+        "monolith": create_db_engine(system.monolith_db),
+        "service": create_db_engine(system.service_db),
+    }
+    with httpx.Client(base_url=system.monolith.base_url, timeout=30) as client:
+        SyncModel.account = new_account(client)
+    SyncModel.system = system
+    SyncModel.engines = engines
+    SyncModel.tables = sync_tables(MetaData(), "products")
+    SyncModel.runs = 0
+    SyncModel.repairs = 0
+    SyncModel.phases_entered = {}
+    try:
+        run_state_machine_as_test(
+            SyncModel,
+            settings=settings(
+                max_examples=examples,
+                stateful_step_count=steps,
+                deadline=None,
+                derandomize=False,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+            ),
+        )
+    finally:
+        for engine in engines.values():
+            engine.dispose()
+    assert SyncModel.runs >= examples
+    print(
+        f"\n[model] {system.backend}: {SyncModel.runs} runs of up to {steps} steps, "
+        f"{SyncModel.repairs} rows deleted during a rollback repaired by reconcile, "
+        f"phases entered {SyncModel.phases_entered}"
+    )
+    assert SyncModel.phases_entered.get("writes_cutover", 0) > 0  # both directions were run
+
+
+def test_random_interleavings_of_writes_relays_backfills_crashes_and_phases_end_equal(
+    system: SyncSystem,
+) -> None:
+    _run_model(system, examples=12, steps=30)
+
+
+@pytest.mark.chaos
+def test_the_sync_model_at_length(system: SyncSystem) -> None:
+    _run_model(system, examples=80, steps=50)
+
+
+@pytest.fixture(autouse=True)
+def _state_dir(system: SyncSystem) -> Iterator[None]:
+    (system.workdir / "state").mkdir(exist_ok=True)
+    yield
