@@ -23,6 +23,8 @@ from proxy.decision import READ_METHODS, Decision, decide, subject_of
 from proxy.exchange import FAILOVER_STATUSES, UpstreamFailure, call_upstream
 from proxy.fence import WriteFence, WriteFences
 from proxy.headers import (
+    HEADER_BYTES_LIMIT,
+    HEADER_COUNT_LIMIT,
     IncomingHeaders,
     downstream_headers,
     is_trusted,
@@ -163,6 +165,17 @@ class Forwarder:
     ) -> None:
         compiled = self._state.current
         incoming = IncomingHeaders.parse(scope["headers"])
+        if incoming.size > HEADER_BYTES_LIMIT or len(incoming.raw) > HEADER_COUNT_LIMIT:
+            body_done.set()
+            await self._problem(
+                scope,
+                receive,
+                send,
+                431,
+                f"The request headers are too large: at most {HEADER_COUNT_LIMIT} fields and "
+                f"{HEADER_BYTES_LIMIT // 1024} KiB in all are forwarded.",
+            )
+            return
         if scope.get("http_version") == "1.1" and len(incoming.hosts) != 1:
             body_done.set()
             await self._problem(

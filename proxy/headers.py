@@ -48,11 +48,19 @@ _TRACEPARENT = re.compile(rb"^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-
 Networks = Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
 
 
+HEADER_BYTES_LIMIT = 32 * 1024
+"""Request headers larger than this in all (names and values) are refused with 431: uvicorn
+sets no limit, and the upstreams would otherwise receive whatever a client sends (nginx's
+default refuses a line over 8 KiB)."""
+HEADER_COUNT_LIMIT = 200
+
+
 @dataclass(frozen=True)
 class IncomingHeaders:
     """The few request headers the proxy itself reads, found in one pass."""
 
     raw: list[tuple[bytes, bytes]]
+    size: int  # bytes of names and values, for the 431 limit
     hosts: list[bytes]
     connection_named: frozenset[bytes]
     authorization: str | None
@@ -72,7 +80,9 @@ class IncomingHeaders:
         named: set[bytes] = set()
         found: dict[bytes, bytes] = {}
         chunked = False
+        size = 0
         for name, value in raw:
+            size += len(name) + len(value)
             if name == b"host":
                 hosts.append(value)
             elif name == b"connection":
@@ -85,6 +95,7 @@ class IncomingHeaders:
         cookie = found.get(b"cookie")
         return cls(
             raw=raw,
+            size=size,
             hosts=hosts,
             connection_named=frozenset(named),
             authorization=auth.decode("latin-1") if auth else None,

@@ -67,3 +67,41 @@ def test_the_same_request_without_the_trick_goes_through(
     )
     assert reply.startswith(b"HTTP/1.1 200"), reply[:300]
     assert _echoed(echo_monolith) == before + 1
+
+
+OFF_ROUTE = {
+    # A forward proxy would open a tunnel or fetch the named host; this one must not.
+    "CONNECT to another host": b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n"
+    b"Connection: close\r\n\r\n",
+    "CONNECT to an upstream's own address": b"CONNECT 127.0.0.1:9 HTTP/1.1\r\n"
+    b"Host: 127.0.0.1:9\r\nConnection: close\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("shape", OFF_ROUTE)
+def test_connect_opens_no_tunnel_and_reaches_no_upstream(
+    echo_proxy: Proxy, echo_monolith: RunningApp, echo_service: RunningApp, shape: str
+) -> None:
+    before = _echoed(echo_monolith), _echoed(echo_service)
+    reply = _send(echo_proxy, OFF_ROUTE[shape])
+    status = int(reply.split(b" ", 2)[1])
+    assert 400 <= status < 500, (shape, reply[:300])
+    assert b"200 Connection established" not in reply
+    assert (_echoed(echo_monolith), _echoed(echo_service)) == before
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [b"X-Big: " + b"a" * 70_000 + b"\r\n", b"".join(b"X-%d: v\r\n" % n for n in range(3000))],
+    ids=["one 70 kB header", "3000 headers"],
+)
+def test_oversized_headers_are_refused_before_any_upstream(
+    echo_proxy: Proxy, echo_monolith: RunningApp, headers: bytes
+) -> None:
+    before = _echoed(echo_monolith)
+    reply = _send(
+        echo_proxy, b"GET /x HTTP/1.1\r\nHost: t\r\n" + headers + b"Connection: close\r\n\r\n"
+    )
+    assert reply.startswith(b"HTTP/1.1 431"), reply[:300]
+    assert b"content-type: application/problem+json" in reply.lower(), reply[:300]
+    assert _echoed(echo_monolith) == before
