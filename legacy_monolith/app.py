@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from legacy_monolith import orders, products, users
 from legacy_monolith.platform.settings import MonolithSettings
-from strangler.db import Sessions, create_db_engine
+from strangler.db import Sessions, create_db_engine, install_database_problem_handler
 from strangler.health import install_health_routes
 from strangler.phases import PhaseFile
 from strangler.problems import install_problem_handlers
@@ -61,6 +61,7 @@ def create_app(settings: MonolithSettings | None = None) -> FastAPI:
     )
     app.state.token_verifier = TokenVerifier(keys.public_pem, policy)
     install_problem_handlers(app)
+    install_database_problem_handler(app)
     for router in (users.router, products.router, orders.router, sync_router()):
         app.include_router(router)
 

@@ -6,7 +6,7 @@ from fastapi import FastAPI, Request
 from sqlalchemy import text
 
 from strangler.db import Sessions
-from strangler.problems import problem_response
+from strangler.problems import problem_response, problem_responses
 
 __all__ = ["install_health_routes"]
 
@@ -19,7 +19,7 @@ def install_health_routes(app: FastAPI) -> None:
         """The process is up and serving."""
         return {"status": "ok"}
 
-    @app.get("/ready", tags=["operations"], response_model=None)
+    @app.get("/ready", tags=["operations"], response_model=None, responses=problem_responses(503))
     def ready(request: Request) -> object:
         """The database answers; a load balancer should send traffic here."""
         sessions: Sessions = request.app.state.sessions

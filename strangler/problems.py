@@ -7,15 +7,24 @@ client (or the proxy comparing two upstreams) never has to parse two error forma
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-__all__ = ["PROBLEM_JSON", "Problem", "install_problem_handlers", "problem_response"]
+__all__ = [
+    "PROBLEM_JSON",
+    "Problem",
+    "ProblemDetails",
+    "install_problem_handlers",
+    "problem_response",
+    "problem_responses",
+]
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -31,6 +40,51 @@ _TITLES = {
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
+
+
+class FieldProblem(BaseModel):
+    """One invalid field of a request: where it is (dotted) and what is wrong with it."""
+
+    field: str
+    message: str
+
+
+class ProblemDetails(BaseModel):
+    """The body of every error answer, as the OpenAPI documents declare it (RFC 9457).
+
+    Extension members (`errors`, `code`, `product_ids`, ...) may be added, as the RFC allows.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[FieldProblem] | None = None
+
+
+_PROBLEM_REF = {"$ref": "#/components/schemas/ProblemDetails"}
+
+
+def _problem_response_doc(status: int, description: str | None = None) -> dict[str, Any]:
+    return {
+        "description": description or _TITLES.get(status, "Error"),
+        "content": {PROBLEM_JSON: {"schema": _PROBLEM_REF}},
+    }
+
+
+def problem_responses(
+    *statuses: int, descriptions: Mapping[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a route for the problem statuses it answers with, e.g.
+    `problem_responses(401, 404, descriptions={404: "no such product"})`.
+
+    The schema they refer to is registered by `install_problem_handlers`.
+    """
+    descriptions = descriptions or {}
+    return {status: _problem_response_doc(status, descriptions.get(status)) for status in statuses}
 
 
 class Problem(Exception):
@@ -133,9 +187,53 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+_FASTAPI_422_REF = "#/components/schemas/HTTPValidationError"
+
+
+def _document_problems(app: FastAPI) -> None:
+    """Make `app`'s OpenAPI document say what these handlers do.
+
+    It registers the ProblemDetails schema that `problem_responses` refers to, replaces
+    FastAPI's own 422 (a JSON body with a `detail` list, which this app never sends) by the
+    problem+json answer `_on_validation` gives, and adds the 400 FastAPI answers (through
+    `_on_http_error`) to a JSON body it cannot even parse.
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        document = build()
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        problem = ProblemDetails.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(problem.pop("$defs", {}))
+        schemas["ProblemDetails"] = problem
+        for operations in document.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.get("responses", {})
+                default = responses.get("422", {}).get("content", {}).get("application/json", {})
+                if default.get("schema", {}).get("$ref") == _FASTAPI_422_REF:
+                    responses["422"] = _problem_response_doc(
+                        422, "The request is not valid: each invalid field is in `errors`."
+                    )
+                body = operation.get("requestBody", {}).get("content", {})
+                if "application/json" in body and "400" not in responses:
+                    responses["400"] = _problem_response_doc(
+                        400, "The body could not be parsed (it is not UTF-8 text, say)."
+                    )
+        if _FASTAPI_422_REF not in json.dumps(document):
+            schemas.pop("HTTPValidationError", None)
+            schemas.pop("ValidationError", None)
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_problem_handlers(app: FastAPI) -> None:
-    """Make every error `app` returns a problem+json body."""
+    """Make every error `app` returns a problem+json body, and its OpenAPI document say so."""
     app.add_exception_handler(Problem, _on_problem)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(Exception, _on_unexpected)
+    _document_problems(app)

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 
 from extracted.products_service import service
 from extracted.products_service.models import Product
 from extracted.products_service.schemas import ProductCreate, ProductOut, ProductPage, ProductPatch
 from strangler.auth import CurrentUserId
 from strangler.db import ReadSession, WriteSession
+from strangler.fields import MAX_KEY, MIN_KEY
 from strangler.money import string_from_cents
 from strangler.pagination import BadCursor, decode_cursor, encode_cursor
-from strangler.problems import Problem
+from strangler.problems import Problem, problem_responses
 
 router = APIRouter(prefix="/products", tags=["products"])
+
+ProductId = Annotated[int, Path(ge=MIN_KEY, le=MAX_KEY)]
+"""Any number an id column holds (one outside that range cannot name a product)."""
+
+_WRITE_PROBLEMS = {
+    409: "Another product has this SKU.",
+    503: "The monolith still writes products in this phase (retry through the proxy).",
+}
 
 
 def _out(product: Product) -> ProductOut:
@@ -34,7 +43,11 @@ def _not_found(product_id: int) -> Problem:
     return Problem(404, f"No product has id {product_id}.")
 
 
-@router.get("", response_model=ProductPage)
+@router.get(
+    "",
+    response_model=ProductPage,
+    responses=problem_responses(400, descriptions={400: "The cursor is not one this API issued."}),
+)
 def list_products(
     session: ReadSession,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -53,15 +66,20 @@ def list_products(
     )
 
 
-@router.get("/{product_id}", response_model=ProductOut)
-def get_product(product_id: int, session: ReadSession) -> ProductOut:
+@router.get("/{product_id}", response_model=ProductOut, responses=problem_responses(404))
+def get_product(product_id: ProductId, session: ReadSession) -> ProductOut:
     try:
         return _out(service.get_product(session, product_id))
     except service.ProductNotFound as exc:
         raise _not_found(product_id) from exc
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=ProductOut)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ProductOut,
+    responses=problem_responses(401, 409, 503, descriptions=_WRITE_PROBLEMS),
+)
 def create_product(
     body: ProductCreate, session: WriteSession, _user: CurrentUserId, response: Response
 ) -> ProductOut:
@@ -73,9 +91,13 @@ def create_product(
     return _out(product)
 
 
-@router.patch("/{product_id}", response_model=ProductOut)
+@router.patch(
+    "/{product_id}",
+    response_model=ProductOut,
+    responses=problem_responses(401, 404, 409, 503, descriptions=_WRITE_PROBLEMS),
+)
 def update_product(
-    product_id: int, body: ProductPatch, session: WriteSession, _user: CurrentUserId
+    product_id: ProductId, body: ProductPatch, session: WriteSession, _user: CurrentUserId
 ) -> ProductOut:
     try:
         return _out(service.update_product(session, product_id, body))
@@ -85,8 +107,12 @@ def update_product(
         raise Problem(409, f"Another product already has the SKU {exc}.") from exc
 
 
-@router.delete("/{product_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_product(product_id: int, session: WriteSession, _user: CurrentUserId) -> Response:
+@router.delete(
+    "/{product_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(401, 404, 503, descriptions=_WRITE_PROBLEMS),
+)
+def delete_product(product_id: ProductId, session: WriteSession, _user: CurrentUserId) -> Response:
     try:
         service.delete_product(session, product_id)
     except service.ProductNotFound as exc:

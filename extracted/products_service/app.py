@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request, Response
 from extracted.products_service import api, internal_api, service
 from extracted.products_service.models import SYNC_SPEC, SYNC_TABLES
 from extracted.products_service.settings import ProductsServiceSettings
-from strangler.db import Sessions, create_db_engine
+from strangler.db import Sessions, create_db_engine, install_database_problem_handler
 from strangler.health import install_health_routes
 from strangler.phases import PhaseFile
 from strangler.problems import install_problem_handlers, problem_response
@@ -45,6 +45,7 @@ def create_app(settings: ProductsServiceSettings | None = None) -> FastAPI:
     app.state.sync_tables = {"products": SYNC_TABLES}
     app.state.sync_token = settings.sync_token.get_secret_value() if settings.sync_token else None
     install_problem_handlers(app)
+    install_database_problem_handler(app)
 
     @app.exception_handler(service.WritesElsewhere)
     async def writes_elsewhere(_request: Request, exc: service.WritesElsewhere) -> Response:

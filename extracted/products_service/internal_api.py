@@ -11,14 +11,15 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Path, Request
 from pydantic import BaseModel, Field
 
 from extracted.products_service import service
 from strangler.db import ReadSession, WriteSession
-from strangler.problems import Problem
+from strangler.fields import MAX_KEY, MIN_KEY, NO_NUL, refuse_nul, whole_number
+from strangler.problems import Problem, problem_responses
 
-ReservationId = Annotated[str, Field(min_length=1, max_length=100)]
+ReservationId = Annotated[str, Field(min_length=1, max_length=100, pattern=NO_NUL), refuse_nul]
 
 
 def _service_token(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
@@ -37,17 +38,23 @@ def _service_token(request: Request, authorization: Annotated[str | None, Header
 
 
 router = APIRouter(
-    prefix="/internal/products", tags=["internal"], dependencies=[Depends(_service_token)]
+    prefix="/internal/products",
+    tags=["internal"],
+    dependencies=[Depends(_service_token)],
+    responses=problem_responses(401),
 )
 
 
+ProductId = Annotated[int, Field(ge=MIN_KEY, le=MAX_KEY, strict=True), whole_number]
+
+
 class SnapshotRequest(BaseModel):
-    ids: Annotated[list[int], Field(max_length=1000)]
+    ids: Annotated[list[ProductId], Field(max_length=1000)]
 
 
 class Line(BaseModel):
-    product_id: int
-    quantity: Annotated[int, Field(ge=1)]
+    product_id: ProductId
+    quantity: Annotated[int, Field(ge=1, le=1_000_000_000, strict=True), whole_number]
 
 
 class ReservationRequest(BaseModel):
@@ -66,7 +73,13 @@ def snapshots(body: SnapshotRequest, session: ReadSession) -> dict[str, object]:
     }
 
 
-@router.post("/reservations", status_code=201)
+@router.post(
+    "/reservations",
+    status_code=201,
+    responses=problem_responses(
+        409, descriptions={409: "Not enough stock, or the reservation was released."}
+    ),
+)
 def reserve(body: ReservationRequest, session: WriteSession) -> dict[str, object]:
     quantities: dict[int, int] = {}
     for line in body.items:
@@ -92,5 +105,8 @@ def reserve(body: ReservationRequest, session: WriteSession) -> dict[str, object
 
 
 @router.delete("/reservations/{reservation_id}")
-def release(reservation_id: str, session: WriteSession) -> dict[str, object]:
+def release(
+    reservation_id: Annotated[str, Path(min_length=1, max_length=100, pattern=NO_NUL)],
+    session: WriteSession,
+) -> dict[str, object]:
     return {"reservation_id": reservation_id, "status": service.release(session, reservation_id)}

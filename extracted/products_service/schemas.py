@@ -6,14 +6,30 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from strangler.fields import (
+    NO_NUL,
+    NO_NUL_NO_SPACE,
+    NO_NUL_NOT_BLANK,
+    partial_update_schema,
+    refuse_nul,
+    whole_number,
+)
 from strangler.money import Price
 
 Sku = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^\S+$")
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=NO_NUL_NO_SPACE),
+    refuse_nul,
 ]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Description = Annotated[str, StringConstraints(max_length=5000)]
-Stock = Annotated[int, Field(ge=0, le=1_000_000_000, strict=True)]
+Name = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=200, pattern=NO_NUL_NOT_BLANK
+    ),
+    refuse_nul,
+]
+Description = Annotated[str, StringConstraints(max_length=5000, pattern=NO_NUL), refuse_nul]
+Stock = Annotated[int, Field(ge=0, le=1_000_000_000, strict=True), whole_number]
 
 
 class ProductCreate(BaseModel):
@@ -29,7 +45,7 @@ class ProductCreate(BaseModel):
 class ProductPatch(BaseModel):
     """A partial update: only the fields present change; null is not a value."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=partial_update_schema)
 
     sku: Sku | None = None
     name: Name | None = None

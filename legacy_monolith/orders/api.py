@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from sqlalchemy.orm import Session
 
 from legacy_monolith.orders import service
@@ -15,8 +15,9 @@ from legacy_monolith.orders.models import Order
 from legacy_monolith.orders.schemas import OrderIn, OrderItemOut, OrderOut
 from strangler.auth import CurrentUserId
 from strangler.db import ReadSession, WriteSession
+from strangler.fields import MAX_KEY, MIN_KEY
 from strangler.money import string_from_cents
-from strangler.problems import Problem
+from strangler.problems import Problem, problem_responses
 
 log = logging.getLogger("legacy_monolith.orders")
 
@@ -83,7 +84,22 @@ def _place_following_the_phase(
     raise AssertionError("unreachable")
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=OrderOut)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=OrderOut,
+    responses=problem_responses(
+        401,
+        409,
+        422,
+        503,
+        descriptions={
+            409: "Not enough stock; nothing was ordered.",
+            422: "Not valid, an unknown product, or an Idempotency-Key used for another order.",
+            503: "The product catalogue is unavailable; nothing was ordered.",
+        },
+    ),
+)
 def place_order(
     body: OrderIn,
     session: WriteSession,
@@ -133,7 +149,7 @@ def place_order(
     return _out(placed.order)
 
 
-@router.get("", response_model=list[OrderOut])
+@router.get("", response_model=list[OrderOut], responses=problem_responses(401))
 def list_orders(
     session: ReadSession,
     user_id: CurrentUserId,
@@ -142,8 +158,12 @@ def list_orders(
     return [_out(o) for o in service.list_orders(session, user_id, limit=limit)]
 
 
-@router.get("/{order_id}", response_model=OrderOut)
-def get_order(order_id: int, session: ReadSession, user_id: CurrentUserId) -> OrderOut:
+@router.get("/{order_id}", response_model=OrderOut, responses=problem_responses(401, 404))
+def get_order(
+    order_id: Annotated[int, Path(ge=MIN_KEY, le=MAX_KEY)],
+    session: ReadSession,
+    user_id: CurrentUserId,
+) -> OrderOut:
     try:
         return _out(service.get_order(session, user_id, order_id))
     except service.OrderNotFound as exc:

@@ -6,13 +6,15 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Quantity = Annotated[int, Field(ge=1, le=10_000, strict=True)]
+from strangler.fields import MAX_KEY, whole_number
+
+Quantity = Annotated[int, Field(ge=1, le=10_000, strict=True), whole_number]
 
 
 class OrderItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    product_id: Annotated[int, Field(ge=1, strict=True)]
+    product_id: Annotated[int, Field(ge=1, le=MAX_KEY, strict=True), whole_number]
     quantity: Quantity
 
 

@@ -8,13 +8,18 @@ from legacy_monolith.users import service
 from legacy_monolith.users.schemas import AccessToken, Credentials, Registration, UserOut
 from strangler.auth import CurrentUserId
 from strangler.db import ReadSession, WriteSession
-from strangler.problems import Problem
+from strangler.problems import Problem, problem_responses
 from strangler.tokens import TokenIssuer
 
 router = APIRouter(prefix="/users", tags=["users"])
 
 
-@router.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserOut)
+@router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserOut,
+    responses=problem_responses(409, descriptions={409: "An account has this email."}),
+)
 def register(body: Registration, session: WriteSession) -> UserOut:
     try:
         user = service.register(session, body)
@@ -23,7 +28,11 @@ def register(body: Registration, session: WriteSession) -> UserOut:
     return UserOut(id=user.id, email=user.email, name=user.name)
 
 
-@router.post("/login", response_model=AccessToken)
+@router.post(
+    "/login",
+    response_model=AccessToken,
+    responses=problem_responses(401, descriptions={401: "The email or password is wrong."}),
+)
 def login(body: Credentials, session: ReadSession, request: Request) -> AccessToken:
     user = service.authenticate(session, body.email, body.password)
     if user is None:
@@ -34,7 +43,7 @@ def login(body: Credentials, session: ReadSession, request: Request) -> AccessTo
     return AccessToken(access_token=issuer.issue(str(user.id)))
 
 
-@router.get("/me", response_model=UserOut)
+@router.get("/me", response_model=UserOut, responses=problem_responses(401))
 def me(user_id: CurrentUserId, session: ReadSession) -> UserOut:
     user = service.find_user(session, user_id)
     if user is None:

@@ -6,14 +6,24 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, EmailStr, StringConstraints
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Password = Annotated[str, StringConstraints(min_length=8, max_length=200)]
+from strangler.fields import NO_NUL, NO_NUL_NOT_BLANK, Text, refuse_nul
+
+Name = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=200, pattern=NO_NUL_NOT_BLANK
+    ),
+    refuse_nul,
+]
+Password = Annotated[
+    str, StringConstraints(min_length=8, max_length=200, pattern=NO_NUL), refuse_nul
+]
 
 
 class Registration(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: EmailStr
+    email: Annotated[EmailStr, refuse_nul]
     password: Password
     name: Name
 
@@ -21,8 +31,8 @@ class Registration(BaseModel):
 class Credentials(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: str
-    password: str
+    email: Text
+    password: Text
 
 
 class UserOut(BaseModel):

@@ -22,7 +22,8 @@ from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
 from strangler.db import ReadSession, WriteSession
-from strangler.problems import Problem
+from strangler.fields import MAX_KEY, MIN_KEY, Key
+from strangler.problems import Problem, problem_responses
 from strangler.sync.apply import EntitySpec, advance_key_sequence, apply_events, held_version
 from strangler.sync.bulk import ImportRefused, available_formats, export_rows, import_rows
 from strangler.sync.checksums import available_hashes, key_bounds, range_sums, rows_in_range
@@ -62,7 +63,7 @@ BulkFormat = Literal["pg-csv", "json-lines"]
 
 
 class ChecksumRequest(BaseModel):
-    bounds: list[tuple[int, int]] = Field(max_length=256)
+    bounds: list[tuple[Key, Key]] = Field(max_length=256)
     hash: HashName = PYTHON_HASH
     buckets: int = Field(1, ge=1, le=MAX_BUCKETS, description="split each range into this many")
 
@@ -78,8 +79,10 @@ def _usable(session: Session, hash_name: str) -> str:
 
 
 class ReemitRequest(BaseModel):
-    keys: list[int] = Field(max_length=5000)
-    at_least: dict[int, int] = {}
+    keys: list[Key] = Field(max_length=5000)
+    at_least: dict[Key, Key] = Field(
+        default={}, json_schema_extra={"propertyNames": {"pattern": r"^-?[0-9]+$"}}
+    )
 
 
 def reemit(
@@ -131,7 +134,12 @@ def _import(request: Request, spec: EntitySpec, body: bytes, fmt: str) -> dict[s
 
 def sync_router() -> APIRouter:
     router = APIRouter(
-        prefix="/internal/sync/{entity}", tags=["sync"], dependencies=[Depends(_authorised)]
+        prefix="/internal/sync/{entity}",
+        tags=["sync"],
+        dependencies=[Depends(_authorised)],
+        responses=problem_responses(
+            401, 404, descriptions={404: "No synced entity of this name here."}
+        ),
     )
 
     @router.post("/events", response_model=OutcomeBatch)
@@ -175,8 +183,8 @@ def sync_router() -> APIRouter:
         entity: str,
         request: Request,
         session: WriteSession,
-        lo: Annotated[int, Query()],
-        hi: Annotated[int, Query()],
+        lo: Annotated[int, Query(ge=MIN_KEY, le=MAX_KEY)],
+        hi: Annotated[int, Query(ge=MIN_KEY, le=MAX_KEY)],
         hash: Annotated[HashName, Query()] = PYTHON_HASH,
     ) -> dict[str, Any]:
         if hi - lo > 100_000:
@@ -200,12 +208,24 @@ def sync_router() -> APIRouter:
             "last_id": found.last_id,
         }
 
-    @router.get("/export")
+    @router.get(
+        "/export",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "The rows, in the format asked for.",
+                "content": {
+                    media_type: {"schema": {"type": "string"}}
+                    for media_type in MEDIA_TYPES.values()
+                },
+            }
+        },
+    )
     def export(
         entity: str,
         request: Request,
         session: WriteSession,
-        after: Annotated[int, Query()] = 0,
+        after: Annotated[int, Query(ge=MIN_KEY, le=MAX_KEY)] = 0,
         limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
         format: Annotated[BulkFormat, Query()] = JSON_LINES,
     ) -> Response:
@@ -220,7 +240,7 @@ def sync_router() -> APIRouter:
             headers["X-Sync-Last-Key"] = str(chunk.last_key)
         return Response(chunk.body, media_type=MEDIA_TYPES[format], headers=headers)
 
-    @router.post("/import")
+    @router.post("/import", responses=problem_responses(413))
     async def import_chunk(
         entity: str, request: Request, format: Annotated[BulkFormat, Query()] = JSON_LINES
     ) -> dict[str, Any]:

@@ -11,16 +11,25 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from strangler.fields import MAX_KEY, Key
+
 __all__ = ["ApplyOutcome", "ChangeEvent", "EventBatch", "OutcomeBatch"]
 
 
 class ChangeEvent(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_extra={  # what _upserts_carry_data holds, said in the document
+            "if": {"properties": {"op": {"const": "upsert"}}},
+            "then": {"properties": {"data": {"type": "object"}}, "required": ["data"]},
+        },
+    )
 
     event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
     entity: str
-    key: int
-    version: int = Field(ge=1)
+    key: Key
+    version: int = Field(ge=1, le=MAX_KEY)
     op: Literal["upsert", "delete"]
     data: dict[str, Any] | None = None
 
