@@ -8,14 +8,19 @@ to a write lock (SQLite answers that with "database is locked" at once, without 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+import psycopg
+from fastapi import Depends, FastAPI, Request, Response
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+from strangler.problems import problem_response
 
 _WRITE_OPTION = "strangler_write_transaction"
 
@@ -96,3 +101,37 @@ ReadSession = Annotated[Session, Depends(_read_session)]
 
 WriteSession = Annotated[Session, Depends(_write_session)]
 """A session for handlers that write; the handler commits explicitly."""
+
+
+_log = logging.getLogger("strangler.db")
+
+
+def _database_unavailable(request: Request, exc: Exception) -> Response:
+    """A database the app cannot reach (restarting, failing over, or a SQLite file locked
+    past the busy timeout) is 503 with Retry-After: the request changed nothing and may be
+    sent again. Handled here rather than left to the catch-all, which re-raises and makes the
+    server close the client's connection. Any other OperationalError (a missing table, say)
+    is the server's own fault: 500, with the traceback logged."""
+    original = getattr(exc, "orig", None)
+    transient = isinstance(original, psycopg.OperationalError) or "database is locked" in str(
+        original
+    )
+    if transient:
+        _log.warning("%s %s: database unavailable: %s", request.method, request.url.path, exc)
+        return problem_response(
+            503,
+            "The database is unavailable for a moment; nothing was changed. Retry shortly.",
+            instance=request.url.path,
+            headers={"Retry-After": "1"},
+        )
+    _log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return problem_response(
+        500,
+        "The server failed to handle this request; it has been logged.",
+        instance=request.url.path,
+    )
+
+
+def install_database_problem_handler(app: FastAPI) -> None:
+    """Answer database outages as 503 problem+json (see `_database_unavailable`)."""
+    app.add_exception_handler(OperationalError, _database_unavailable)

@@ -397,6 +397,8 @@ def test_postgresql_restarted_under_the_relay_is_survived_and_everything_arrives
             _kill(relay)
             assert pending_events(monolith_db) == 0
             assert "delivery failed" in _log(system, "relay.log")  # it did see the outage
+            # A write the database could not take is a 503 to retry, never a bare 500.
+            assert all(e.startswith("503 ") for e in load.server_errors), load.server_errors[:3]
             assert load.done > 0 and load.acked
             assert_nothing_lost(system, load)
             print(
