@@ -10,7 +10,6 @@ from typing import Final
 
 __all__ = [
     "CSV",
-    "FORMATS",
     "HASHES",
     "JSON_LINES",
     "MAX_BUCKETS",
@@ -31,8 +30,8 @@ HASHES = (SQL_HASH, PYTHON_HASH)
 
 CSV: Final = "pg-csv"
 JSON_LINES: Final = "json-lines"
-FORMATS = (CSV, JSON_LINES)
-"""Best first: backfill takes the first one both sides list."""
+# Each side offers the formats its database can use, best first (bulk.available_formats);
+# backfill takes the first of the source's that the target offers too.
 MEDIA_TYPES = {CSV: "text/csv", JSON_LINES: "application/x-ndjson"}
 
 
