@@ -200,7 +200,8 @@ def backfill(
     mode = "dry run: " if dry_run else ""
     console.print(
         f"{mode}{report.rows} rows{resumed}: {report.applied} applied, {report.duplicates} already "
-        f"current, {report.rejected} rejected; {rate:,.0f} rows/s"
+        f"current, {report.rejected} rejected, {report.deletes} deletes carried; "
+        f"{rate:,.0f} rows/s"
     )
     if report.rejected:
         raise typer.Exit(code=1)

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
-from sqlalchemy import insert, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from strangler.db import ReadSession, WriteSession
@@ -239,6 +239,27 @@ def sync_router() -> APIRouter:
         if chunk.last_key is not None:
             headers["X-Sync-Last-Key"] = str(chunk.last_key)
         return Response(chunk.body, media_type=MEDIA_TYPES[format], headers=headers)
+
+    @router.get("/tombstones")
+    def tombstones(
+        entity: str,
+        request: Request,
+        session: ReadSession,
+        after: Annotated[int, Query(ge=MIN_KEY, le=MAX_KEY)] = 0,
+        limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+    ) -> dict[str, list[list[int]]]:
+        """The next `limit` deleted keys after key `after`, each with its delete's version:
+        backfill carries them after the rows, since an export holds only live rows and a
+        delete made while no change events were recorded would otherwise never arrive."""
+        spec = _spec(request, entity)
+        stones = spec.tombstones
+        found = session.execute(
+            select(stones.c.entity_key, stones.c.version)
+            .where(stones.c.entity_key > after)
+            .order_by(stones.c.entity_key)
+            .limit(limit)
+        )
+        return {"tombstones": [[key, version] for key, version in found]}
 
     @router.post("/import", responses=problem_responses(413))
     async def import_chunk(

@@ -4,13 +4,16 @@ lands only if its version is newer than what the target holds.
 Because rows carry the versions read, a snapshot row that is older than what dual-write
 already delivered is a duplicate at the target, never an overwrite. Chunks move in bulk
 (strangler.sync.bulk: the source exports lines, the target imports them by the apply path's
-rule), and the next chunk is read while the last one is applied. The position is checkpointed
+rule), and the next chunk is read while the last one is applied. After the rows, the source's
+deletes (its tombstones) go through the target's apply path, so a row deleted while no change
+events were recorded does not stay behind on the target. The position is checkpointed
 to a file after every chunk, so a crashed backfill resumes where it stopped. Memory holds two
 chunks, whatever the size of the table.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import os
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from strangler.sync.client import SyncApiError, SyncClient
+from strangler.sync.events import ChangeEvent
 from strangler.sync.wire import JSON_LINES, ImportReport
 
 __all__ = ["Backfill", "BackfillCheckpoint", "BackfillReport"]
@@ -39,6 +43,8 @@ class BackfillCheckpoint:
     applied: int = 0
     duplicates: int = 0
     rejected: int = 0
+    tombstones_after: int = _START  # the deletes pass, after the rows
+    deletes: int = 0  # deletes the target did not have yet
     finished: bool = False
 
     @classmethod
@@ -68,6 +74,7 @@ class BackfillReport:
     applied: int
     duplicates: int
     rejected: int
+    deletes: int
     seconds: float
     resumed_from: int | None
 
@@ -119,6 +126,30 @@ class Backfill:
         taken = set(self._target.bounds()["bulk_formats"])
         return next((f for f in offered if f in taken), JSON_LINES)
 
+    def _carry_deletes(self, state: BackfillCheckpoint) -> None:
+        """Send the source's deletes as delete events through the target's apply path.
+
+        An export holds only live rows, so a row deleted on the source while no change events
+        were recorded (the phase rolled back to `monolith`, say) would stay on the target.
+        The apply path's versions make this safe under live writes: a delete at or below the
+        version the target holds is a duplicate."""
+        batch = min(self._chunk, 1000)
+        while True:
+            stones = self._with_retries(
+                functools.partial(self._source.tombstones, state.tombstones_after, batch)
+            )
+            if not stones:
+                return
+            events = [
+                ChangeEvent(entity=self._source.entity, key=key, version=version, op="delete")
+                for key, version in stones
+            ]
+            outcomes = self._with_retries(functools.partial(self._target.apply, events))
+            state.deletes += sum(1 for o in outcomes if o.outcome == "applied")
+            state.rejected += sum(1 for o in outcomes if o.outcome == "rejected")
+            state.tombstones_after = stones[-1][0]
+            state.save(self._file)
+
     def run(self, on_chunk: Callable[[int], None] = lambda n: None) -> BackfillReport:
         """Copy every remaining row; `on_chunk(rows)` is called after each chunk lands."""
         state = BackfillCheckpoint.load(self._file, self._source.base_url, self._target.base_url)
@@ -150,6 +181,8 @@ class Backfill:
                 # hold them and are cheap to collect.
                 del chunk
                 gc.collect(1)
+        if not self._dry_run:
+            self._carry_deletes(state)
         state.finished = True
         if not self._dry_run:
             state.save(self._file)
@@ -158,6 +191,7 @@ class Backfill:
             applied=state.applied,
             duplicates=state.duplicates,
             rejected=state.rejected,
+            deletes=state.deletes,
             seconds=time.monotonic() - started,
             resumed_from=resumed,
         )

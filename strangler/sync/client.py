@@ -108,6 +108,11 @@ class SyncClient:
         last = response.headers.get("x-sync-last-key")
         return response.content, int(response.headers["x-sync-rows"]), int(last) if last else None
 
+    def tombstones(self, after: int, limit: int) -> list[tuple[int, int]]:
+        """(key, version) of the deletes this side holds after key `after`, in key order."""
+        body = self._call("GET", "/tombstones", params={"after": after, "limit": limit})
+        return [(int(key), int(version)) for key, version in body["tombstones"]]
+
     def import_(self, chunk: bytes, fmt: str = JSON_LINES) -> ImportReport:
         """Apply an exported chunk on this side."""
         result = self._call(

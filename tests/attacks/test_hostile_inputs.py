@@ -144,6 +144,12 @@ BASELINES: dict[str, Baseline] = {
         {"entity": "products"},
         {"after": 2_000_000_000, "limit": 1, "format": "json-lines"},
     ),
+    "GET /internal/sync/{entity}/tombstones": lambda c: Request(
+        "GET",
+        "/internal/sync/{entity}/tombstones",
+        {"entity": "products"},
+        {"after": 2_000_000_000, "limit": 1},
+    ),
     "POST /internal/sync/{entity}/import": lambda c: Request(
         "POST", "/internal/sync/{entity}/import", {"entity": "products"}, {"format": "json-lines"}
     ),

@@ -298,3 +298,29 @@ def test_a_batch_with_a_malformed_event_is_refused_whole(system: SyncSystem) -> 
     )
     assert rows.json()["rows"] == []
     assert httpx.post(url, json={"events": good}, headers=headers).status_code == 200
+
+
+def test_a_backfill_carries_deletes_made_while_no_events_were_recorded(
+    system: SyncSystem,
+) -> None:
+    """Found by the sync model: an export holds live rows only, so a product deleted after a
+    rollback to phase monolith (which records no change events) stayed on the service."""
+    system.set_phase("dual_write")
+    with system.monolith_client() as client:
+        account = new_account(client)
+        kept, gone = new_product(client, account), new_product(client, account)
+    assert system.cli("relay", "products", "--until-drained").returncode == 0
+    system.set_phase("monolith")  # rolled back: writes here record no event now
+    with system.monolith_client() as client:
+        deleted = client.delete(f"/products/{gone['id']}", headers=account.headers)
+        assert deleted.status_code == 204, deleted.text
+    system.set_phase("dual_write")
+    backfill = system.cli("backfill", "products", "--restart")
+    assert backfill.returncode == 0, backfill.stdout + backfill.stderr
+    assert "1 deletes carried" in backfill.stdout, backfill.stdout
+    with system.service_client() as service:
+        assert service.get(f"/products/{gone['id']}").status_code == 404
+        assert service.get(f"/products/{kept['id']}").status_code == 200
+    assert system.reconcile()["agree"]
+    again = system.cli("backfill", "products", "--restart")  # idempotent: nothing new
+    assert "0 deletes carried" in again.stdout, again.stdout

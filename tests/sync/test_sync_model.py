@@ -7,8 +7,10 @@ already delivered, backfill chunks (each backfill run stopped after a chunk, as 
 and phase changes (monolith, dual_write, writes_cutover and back) made the way the runbook
 makes them. The model is simply what clients were told: every acknowledged write. At the end
 of each run, the sync is brought to rest as an operator would (drain the relay; when the
-service never had a complete copy, advance to dual_write and finish the backfill), and both
-databases must hold exactly the model.
+service never had a complete copy, advance to dual_write and finish the backfill), reconcile
+must find nothing, and both databases must hold exactly the model. (This model found that a
+backfill carried rows but not deletes: a product deleted after a rollback to `monolith`
+stayed on the service. The backfill now carries the source's tombstones too.)
 
 The relay and the backfill run in this process (the product's Relay and Backfill classes,
 over the real databases and the real sync APIs); the apps are real processes.
@@ -39,7 +41,7 @@ from strangler.db import create_db_engine
 from strangler.sync.backfill import Backfill
 from strangler.sync.client import SyncClient
 from strangler.sync.events import ApplyOutcome, ChangeEvent
-from strangler.sync.reconcile import reconcile, repair
+from strangler.sync.reconcile import reconcile
 from strangler.sync.relay import Relay
 from strangler.sync.tables import SyncTables, sync_tables
 from tests.support.factories import Account, new_account, unique
@@ -72,7 +74,6 @@ class SyncModel(RuleBasedStateMachine):
     engines: dict[str, Engine]
     tables: SyncTables
     runs = 0
-    repairs = 0
     phases_entered: dict[str, int] = {}
 
     def __init__(self) -> None:
@@ -90,7 +91,6 @@ class SyncModel(RuleBasedStateMachine):
         self.checkpoint = system.workdir / "state" / f"model-backfill-{uuid.uuid4().hex}.json"
         self.backfilled = False  # the service holds a complete copy of phase-monolith writes
         self.phase = "monolith"
-        self.deleted_unsynced: set[int] = set()  # deleted with no change event recorded
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -127,24 +127,10 @@ class SyncModel(RuleBasedStateMachine):
             pass
 
     def _reconcile_gate(self) -> None:
-        """The runbook's gate before writes move (and an operator's last step): reconcile,
-        repair what differs, and agree. A backfill copies rows, not deletes, so a product
-        deleted while the phase was back at `monolith` stays on the service until this
-        repair; any other difference is a defect and fails the run."""
-        source, target = self.sync["monolith"], self.sync["service"]
-        report = reconcile(source, target)
-        unexplained = [
-            d
-            for d in report.differences
-            if not (d.kind == "missing_in_source" and d.key in self.deleted_unsynced)
-        ]
-        assert unexplained == [], unexplained
-        if report.differences:
-            repair(source, target, report.differences)
-            SyncModel.repairs += len(report.differences)
-            after = reconcile(source, target)
-            assert after.agree, after.differences
-        self.deleted_unsynced.clear()
+        """The runbook's gate before writes move (and an operator's last check): reconcile
+        finds no difference at all. No repair: a difference here is a defect."""
+        report = reconcile(self.sync["monolith"], self.sync["service"])
+        assert report.agree, report.differences
 
     def _acknowledge(self, product: dict[str, Any]) -> None:
         self.model[product["id"]] = {f: product[f] for f in FIELDS}
@@ -192,8 +178,6 @@ class SyncModel(RuleBasedStateMachine):
         r = self.http[self.writer].delete(f"/products/{key}", headers=self.account.headers)
         assert r.status_code == 204, r.text
         self.model[key] = None
-        if self.phase == "monolith":
-            self.deleted_unsynced.add(key)
 
     @precondition(lambda self: self.live and self.phase != "monolith")
     @rule(data=st.data())
@@ -347,7 +331,6 @@ def _run_model(system: SyncSystem, examples: int, steps: int) -> None:
     SyncModel.engines = engines
     SyncModel.tables = sync_tables(MetaData(), "products")
     SyncModel.runs = 0
-    SyncModel.repairs = 0
     SyncModel.phases_entered = {}
     try:
         run_state_machine_as_test(
@@ -366,7 +349,6 @@ def _run_model(system: SyncSystem, examples: int, steps: int) -> None:
     assert SyncModel.runs >= examples
     print(
         f"\n[model] {system.backend}: {SyncModel.runs} runs of up to {steps} steps, "
-        f"{SyncModel.repairs} rows deleted during a rollback repaired by reconcile, "
         f"phases entered {SyncModel.phases_entered}"
     )
     assert SyncModel.phases_entered.get("writes_cutover", 0) > 0  # both directions were run
