@@ -51,7 +51,13 @@ class Shop:
         return {"Authorization": f"Bearer {token}"}
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
+@pytest.fixture(
+    scope="session",
+    # The PostgreSQL runs are in `dev.py chaos` (CI runs both): the everyday suite's budget.
+    params=[
+        pytest.param(b, marks=[pytest.mark.slow] if b == "postgresql" else []) for b in BACKENDS
+    ],
+)
 def shop(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Shop]:

@@ -41,6 +41,7 @@ EXPECTED = {
 }
 
 
+@pytest.mark.slow  # about a minute of nginx, wrk and both databases: in `dev.py chaos` and CI
 def test_every_benchmark_runs_at_smoke_size_and_reports_its_rows(tmp_path: Path) -> None:
     require_programs("nginx", "wrk")
     require_postgres()

@@ -960,7 +960,11 @@ EXPECTED_AUDIT = [
 ]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "backend",
+    # The PostgreSQL run is in `dev.py chaos` (CI runs both): the everyday suite's time budget.
+    [pytest.param(b, marks=[pytest.mark.slow] if b == "postgresql" else []) for b in BACKENDS],
+)
 def test_products_move_out_under_live_traffic_without_losing_a_write(
     backend: str, tmp_path: Path
 ) -> None:

@@ -11,6 +11,7 @@ import time
 import uuid
 
 import httpx
+import pytest
 from sqlalchemy import MetaData, insert, select, text
 
 from strangler.db import create_db_engine
@@ -56,6 +57,7 @@ def _hammer(system: SyncSystem, writes: int, threads: int = 4) -> list[int]:
     return failures
 
 
+@pytest.mark.chaos  # the quick form of tests/chaos/test_sync_faults.py's 20 kills
 def test_a_relay_killed_at_random_moments_loses_nothing(system: SyncSystem) -> None:
     system.set_phase("dual_write")
     done = threading.Event()

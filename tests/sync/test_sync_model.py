@@ -357,7 +357,7 @@ def _run_model(system: SyncSystem, examples: int, steps: int) -> None:
 def test_random_interleavings_of_writes_relays_backfills_crashes_and_phases_end_equal(
     system: SyncSystem,
 ) -> None:
-    _run_model(system, examples=12, steps=30)
+    _run_model(system, examples=10, steps=25)
 
 
 @pytest.mark.chaos
