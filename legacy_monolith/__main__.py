@@ -12,6 +12,7 @@ import typer
 import uvicorn
 
 from legacy_monolith.platform.settings import MonolithSettings
+from strangler.observability.process import observe_process
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -51,12 +52,15 @@ def serve(
 ) -> None:
     """Serve the monolith with uvicorn."""
     settings = MonolithSettings()
+    observe_process("monolith")
     uvicorn.run(
         "legacy_monolith.app:create_app",
         factory=True,
         host=host or settings.host,
         port=port or settings.port,
         log_level="info",
+        log_config=None,  # the root logger, set by observe_process, takes uvicorn's lines
+        access_log=False,  # strangler.access logs each request, with its ids
     )
 
 

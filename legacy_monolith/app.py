@@ -16,6 +16,8 @@ from legacy_monolith import orders, products, users
 from legacy_monolith.platform.settings import MonolithSettings
 from strangler.db import Sessions, create_db_engine, install_database_problem_handler
 from strangler.health import install_health_routes
+from strangler.observability.http import install_observability
+from strangler.observability.outgoing import propagate_context
 from strangler.phases import PhaseFile
 from strangler.problems import install_problem_handlers
 from strangler.sync.api import sync_router
@@ -54,6 +56,7 @@ def create_app(settings: MonolithSettings | None = None) -> FastAPI:
         base_url=settings.products_service_url,
         headers={"Authorization": f"Bearer {sync_token or ''}"},
         timeout=httpx.Timeout(settings.products_service_timeout_seconds, connect=1.0),
+        event_hooks={"request": [propagate_context]},
     )
     app.state.product_catalog = orders.catalog_factory(phase_file, service_client)
     app.state.token_issuer = TokenIssuer(
@@ -66,5 +69,6 @@ def create_app(settings: MonolithSettings | None = None) -> FastAPI:
         app.include_router(router)
 
     install_health_routes(app)
+    install_observability(app, app.state.sessions, app.state.sync_tables)
 
     return app

@@ -16,6 +16,7 @@ import uvicorn
 from proxy.config import ConfigError
 from proxy.serving import CoalescingHttpToolsProtocol
 from proxy.settings import ProxySettings
+from strangler.observability.process import observe_process
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -29,6 +30,7 @@ def serve(
     from proxy.app import create_app
 
     settings = ProxySettings()
+    observe_process("proxy")
     try:
         app = create_app(settings)
     except (ConfigError, OSError) as exc:
@@ -47,6 +49,7 @@ def serve(
         date_header=False,
         access_log=False,
         log_level="info",
+        log_config=None,  # the root logger, set by observe_process, takes uvicorn's lines
         timeout_keep_alive=30,
     )
 

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 import httpx
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from proxy.body import BodyReader, BodyTooLarge, ClientGone
 from proxy.decision import READ_METHODS, Decision, decide, subject_of
@@ -38,6 +39,14 @@ from proxy.runtime import CapabilityRoute, CompiledConfig, RoutingState, Upstrea
 from proxy.ryw import ReadYourWrites
 from proxy.shadow import ShadowJob, ShadowRecorder
 from proxy.upstream_client import UpstreamAnswer
+from strangler.observability.context import request_id as request_id_var
+from strangler.observability.context import trace_ids
+from strangler.observability.tracing import (
+    format_traceparent,
+    parse_traceparent,
+    start_span,
+    tracing_enabled,
+)
 from strangler.phases import Side
 from strangler.problems import problem_response
 
@@ -235,10 +244,67 @@ class Forwarder:
         write_scope: CapabilityRoute | None = None,
         passage: _Passage | None = None,
     ) -> None:
+        """`_forward` inside a server span when tracing is on (without, no span is made)."""
+        if not tracing_enabled():
+            await self._forward(
+                scope,
+                receive,
+                send,
+                body_done,
+                flags,
+                compiled,
+                path,
+                incoming,
+                write_scope,
+                passage,
+                None,
+            )
+            return
+        span = start_span(
+            scope["method"],
+            parent=parse_traceparent(incoming.traceparent),
+            kind=SpanKind.SERVER,
+            attributes={"http.request.method": scope["method"], "url.path": path},
+        )
+        try:
+            await self._forward(
+                scope,
+                receive,
+                send,
+                body_done,
+                flags,
+                compiled,
+                path,
+                incoming,
+                write_scope,
+                passage,
+                span,
+            )
+        except BaseException as exc:
+            span.record_exception(exc)
+            raise
+        finally:
+            span.end()
+
+    async def _forward(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        body_done: asyncio.Event,
+        flags: dict[str, bool],
+        compiled: CompiledConfig,
+        path: str,
+        incoming: IncomingHeaders,
+        write_scope: CapabilityRoute | None,
+        passage: _Passage | None,
+        span: Span | None,
+    ) -> None:
         """Decide the side, forward, stream the answer back; shadow or fall back if due.
 
         `write_scope` is the capability a write changes; with a sync running, its user is
-        pinned to the side that took it (read-your-writes).
+        pinned to the side that took it (read-your-writes). `span` is the request's when
+        tracing is on: the upstreams get its context, so their spans are its children.
         """
         started = time.perf_counter()
         options = compiled.config.proxy
@@ -306,13 +372,23 @@ class Forwarder:
         peer = scope.get("client")
         peer_host = peer[0] if peer else None
         request_id = request_id_of(incoming)
+        if span is None:
+            traceparent = traceparent_of(incoming)
+        else:
+            traceparent = format_traceparent(span.get_span_context()).encode()
+            span.update_name(f"{method} {label}")
+            span.set_attribute("strangler.upstream", primary.name)
+        # For log lines only (read when one is written): uvicorn runs each request in a task
+        # of its own, so these need no reset.
+        request_id_var.set(request_id.decode())
+        trace_ids.set((traceparent[3:35].decode(), traceparent[36:52].decode()))
         headers = upstream_headers(
             incoming,
             peer=peer_host,
             scheme=scope.get("scheme", "http"),
             trusted_peer=is_trusted(peer_host, compiled.trusted),
             request_id=request_id,
-            traceparent=traceparent_of(incoming),
+            traceparent=traceparent,
         )
         fallback = route.monolith if route is not None and decision.fallback_to_monolith else None
 
@@ -364,6 +440,9 @@ class Forwarder:
 
         if isinstance(outcome, UpstreamFailure):
             status = outcome.status
+            if span is not None:
+                span.set_attribute("http.response.status_code", status)
+                span.set_status(Status(StatusCode.ERROR, outcome.reason))
             detail = {
                 502: f"The upstream {answered_by.name} could not be reached or answered badly.",
                 503: f"The upstream {answered_by.name} is failing; its circuit breaker is open.",
@@ -449,6 +528,10 @@ class Forwarder:
         self._metrics.observe(
             label, answered_by.name, response.status_code, time.perf_counter() - started
         )
+        if span is not None:
+            span.set_attribute("http.response.status_code", response.status_code)
+            if answered_by is not primary:
+                span.set_attribute("strangler.fallback", fallback_reason or "")
 
         if route is not None and decision.shadow is not None and fallback_reason is None:
             if too_large:

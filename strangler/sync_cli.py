@@ -87,6 +87,14 @@ def relay(
             help="Wait between polls of an empty outbox: the floor of the relay's lag",
         ),
     ] = 0.02,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Serve the relay's Prometheus metrics on this loopback port",
+        ),
+    ] = None,
 ) -> None:
     """Deliver the outbox of the source side to the other side until Ctrl-C."""
     # Only the relay reads a database: the other commands speak HTTP and start without
@@ -94,14 +102,25 @@ def relay(
     from sqlalchemy import MetaData
 
     from strangler.db import create_db_engine
+    from strangler.observability.process import observe_process
     from strangler.sync.relay import Relay
+    from strangler.sync.relay_metrics import serve_relay_metrics
     from strangler.sync.tables import sync_tables
 
+    observe_process("relay")
     settings = CliSettings()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     current: SyncDirection | None = None
     worker: Relay | None = None
+    if metrics_port is not None:
+        try:
+            serve_relay_metrics(metrics_port, entity, lambda: worker)
+        except OSError as exc:
+            raise fail(
+                f"cannot serve the relay's metrics on 127.0.0.1:{metrics_port}: {exc.strerror}",
+                "choose a free port with --metrics-port, or leave it out",
+            ) from exc
     last_report = 0.0
     reported = -1  # delivered count at the last report: a quiet relay does not repeat itself
     try:

@@ -8,6 +8,7 @@ import typer
 import uvicorn
 
 from extracted.products_service.settings import ProductsServiceSettings
+from strangler.observability.process import observe_process
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -28,12 +29,15 @@ def serve(
 ) -> None:
     """Serve the products service with uvicorn."""
     settings = ProductsServiceSettings()
+    observe_process("products_service")
     uvicorn.run(
         "extracted.products_service.app:create_app",
         factory=True,
         host=host or settings.host,
         port=port or settings.port,
         log_level="info",
+        log_config=None,  # the root logger, set by observe_process, takes uvicorn's lines
+        access_log=False,  # strangler.access logs each request, with its ids
     )
 
 

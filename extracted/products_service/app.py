@@ -12,6 +12,7 @@ from extracted.products_service.models import SYNC_SPEC, SYNC_TABLES
 from extracted.products_service.settings import ProductsServiceSettings
 from strangler.db import Sessions, create_db_engine, install_database_problem_handler
 from strangler.health import install_health_routes
+from strangler.observability.http import install_observability
 from strangler.phases import PhaseFile
 from strangler.problems import install_problem_handlers, problem_response
 from strangler.sync.api import sync_router
@@ -62,5 +63,6 @@ def create_app(settings: ProductsServiceSettings | None = None) -> FastAPI:
     app.include_router(sync_router())
 
     install_health_routes(app)
+    install_observability(app, app.state.sessions, app.state.sync_tables)
 
     return app

@@ -27,6 +27,7 @@ from strangler.problems import Problem, problem_responses
 from strangler.sync.apply import EntitySpec, advance_key_sequence, apply_events, held_version
 from strangler.sync.bulk import ImportRefused, available_formats, export_rows, import_rows
 from strangler.sync.checksums import available_hashes, key_bounds, range_sums, rows_in_range
+from strangler.sync.event_tracing import record_applied
 from strangler.sync.events import ChangeEvent, EventBatch, OutcomeBatch
 from strangler.sync.outbox import outbox_lag, record_change
 from strangler.sync.tables import SyncTables
@@ -38,7 +39,9 @@ IMPORT_MAX_BYTES = 256 * 1024 * 1024
 """The largest chunk /import reads: a backfill chunk of 100,000 rows of a few KiB each."""
 
 
-def _authorised(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+def require_sync_token(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> None:
     expected: str | None = getattr(request.app.state, "sync_token", None)
     if not expected:
         raise Problem(401, "Sync is disabled here: set the sync token setting on this side.")
@@ -136,7 +139,7 @@ def sync_router() -> APIRouter:
     router = APIRouter(
         prefix="/internal/sync/{entity}",
         tags=["sync"],
-        dependencies=[Depends(_authorised)],
+        dependencies=[Depends(require_sync_token)],
         responses=problem_responses(
             401, 404, descriptions={404: "No synced entity of this name here."}
         ),
@@ -148,10 +151,12 @@ def sync_router() -> APIRouter:
     ) -> OutcomeBatch:
         """Apply a batch of change events idempotently (newer versions only)."""
         spec = _spec(request, entity)
+        started = time.time_ns()
         outcomes = apply_events(session, spec, batch.events)
         if any(o.outcome == "applied" for o in outcomes):
             advance_key_sequence(session, spec)
         session.commit()
+        record_applied(entity, batch.events, outcomes, started)
         return OutcomeBatch(results=outcomes)
 
     @router.get("/bounds")

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from strangler.observability.outgoing import propagate_context
 from strangler.sync.events import ApplyOutcome, ChangeEvent, OutcomeBatch
 from strangler.sync.wire import JSON_LINES, MEDIA_TYPES, PYTHON_HASH, ImportReport
 
@@ -38,6 +39,7 @@ class SyncClient:
             headers={"Authorization": f"Bearer {token}"},
             timeout=httpx.Timeout(timeout, connect=5.0),
             transport=transport,
+            event_hooks={"request": [propagate_context]},
         )
 
     def close(self) -> None:

@@ -32,6 +32,11 @@ class ChangeEvent(BaseModel):
     version: int = Field(ge=1, le=MAX_KEY)
     op: Literal["upsert", "delete"]
     data: dict[str, Any] | None = None
+    trace_context: str | None = Field(
+        default=None,
+        pattern=r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+        description="W3C traceparent of the write that made the event, for the apply's span",
+    )
 
     @model_validator(mode="after")
     def _upserts_carry_data(self) -> ChangeEvent:

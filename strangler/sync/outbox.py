@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import Insert, Table, func, insert, select
 from sqlalchemy.orm import Session
 
+from strangler.observability.tracing import current_traceparent
 from strangler.sync.events import ChangeEvent
 from strangler.sync.tables import SyncTables
 
@@ -72,5 +73,6 @@ def record_change(session: Session, tables: SyncTables, event: ChangeEvent) -> N
             "op": event.op,
             "data": json.dumps(event.data, sort_keys=True) if event.data is not None else None,
             "created_at": time.time(),
+            "trace_context": event.trace_context or current_traceparent(),
         },
     )

@@ -22,6 +22,7 @@ from sqlalchemy import Engine, delete, insert, select, update
 
 from strangler.db import Sessions
 from strangler.sync.client import SyncClient
+from strangler.sync.event_tracing import publishing
 from strangler.sync.events import ChangeEvent
 from strangler.sync.outbox import OutboxLag, outbox_lag
 from strangler.sync.tables import SyncTables
@@ -132,10 +133,12 @@ class Relay:
                 version=r["version"],
                 op=r["op"],
                 data=json.loads(r["data"]) if r["data"] is not None else None,
+                trace_context=r["trace_context"],
             )
             for r in rows
         ]
-        outcomes = self._target.apply(events)
+        with publishing(self._entity, events) as sent:
+            outcomes = self._target.apply(sent)
         by_id = {str(o.event_id): o for o in outcomes}
         now = self._clock()
         with self._sessions.write() as session:

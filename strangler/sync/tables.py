@@ -44,6 +44,8 @@ def sync_tables(metadata: MetaData, entity: str) -> SyncTables:
         Column("data", Text, nullable=True),
         Column("created_at", Float, nullable=False),
         Column("delivered_at", Float, nullable=True),
+        # W3C traceparent of the write that made the event (None outside any trace)
+        Column("trace_context", String(55), nullable=True),
         Index(f"ix_{entity}_outbox_pending", "delivered_at", "id"),
     )
     dead_letters = Table(

@@ -1,0 +1,160 @@
+"""The observing middleware of an app: request id, trace ids, metrics and the access line.
+
+With tracing on, the server span is FastAPI's own (its native OpenTelemetry support, which
+also traces dependencies, the endpoint and serialization); with tracing off, a non-recording
+span carries the caller's trace id (or a new one) so log lines and outgoing calls still share it.
+
+Plain ASGI rather than Starlette's BaseHTTPMiddleware: it wraps `send` only to read the status
+and add `X-Request-ID`, so a streamed body is not buffered and the endpoint runs in the same
+context (the ids set here are the ones its log lines and outgoing calls carry).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Response
+from opentelemetry import context, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from strangler.db import Sessions
+from strangler.observability.context import new_request_id, request_id, trace_ids, valid_request_id
+from strangler.observability.metrics import AppMetrics
+from strangler.observability.settings import ObservabilitySettings
+from strangler.observability.tracing import parse_traceparent, start_span, tracing_enabled
+from strangler.problems import problem_responses
+from strangler.sync.api import require_sync_token
+from strangler.sync.tables import SyncTables
+
+__all__ = ["ObservedApp", "install_observability"]
+
+access_log = logging.getLogger("strangler.access")
+
+
+class ObservedApp:
+    def __init__(
+        self, app: ASGIApp, *, metrics: AppMetrics, access_log_enabled: bool = True
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.access_log_enabled = access_log_enabled
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid_header: bytes | None = None
+        traceparent: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                rid_header = value
+            elif name == b"traceparent":
+                traceparent = value
+        rid = valid_request_id(rid_header.decode("latin-1") if rid_header else None)
+        rid = rid or new_request_id()
+        method: str = scope["method"]
+        # With tracing on, FastAPI's own telemetry has started the server span (from the
+        # caller's traceparent) before any middleware runs: take its ids, make no second one.
+        span = trace.get_current_span()
+        owned = not (tracing_enabled() and span.get_span_context().is_valid)
+        if owned:
+            span = start_span(
+                method,
+                parent=parse_traceparent(traceparent),
+                kind=SpanKind.SERVER,
+                attributes={"http.request.method": method, "url.path": scope["path"]},
+            )
+        span_context = span.get_span_context()
+        ids = (f"{span_context.trace_id:032x}", f"{span_context.span_id:016x}")
+        attached = context.attach(trace.set_span_in_context(span))
+        rid_token = request_id.set(rid)
+        ids_token = trace_ids.set(ids)
+        status = 500
+        rid_bytes = rid.encode()
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid_bytes)]
+            await send(message)
+
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_observed)
+        except BaseException as exc:
+            if owned:
+                span.record_exception(exc)
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            template: str = getattr(route, "path", None) or "unmatched"
+            if owned:
+                span.update_name(f"{method} {template}")
+                span.set_attribute("http.route", template)
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
+                span.end()
+            self.metrics.observe(method, template, status, elapsed)
+            if self.access_log_enabled:
+                query: bytes = scope.get("query_string", b"")
+                target = scope["path"] + ("?" + query.decode("latin-1") if query else "")
+                access_log.info(
+                    "%s %s %d",
+                    method,
+                    target,
+                    status,
+                    extra={
+                        "http": {
+                            "method": method,
+                            "target": target,
+                            "route": template,
+                            "status": status,
+                            "duration_ms": round(elapsed * 1000, 2),
+                        }
+                    },
+                )
+            trace_ids.reset(ids_token)
+            request_id.reset(rid_token)
+            context.detach(attached)
+
+
+def install_observability(
+    app: FastAPI,
+    sessions: Sessions,
+    sync_tables: Mapping[str, SyncTables],
+    settings: ObservabilitySettings | None = None,
+) -> AppMetrics:
+    """Observe every request of `app` and serve its metrics at `/internal/metrics`.
+
+    The metrics sit behind the sync token like the rest of `/internal`: the proxy sends every
+    path no capability claims to the monolith, so an open endpoint would be open to the world.
+    Prometheus sends the token with `authorization: {credentials_file: var/sync-token}`.
+    """
+    settings = settings or ObservabilitySettings()
+    metrics = AppMetrics()
+    metrics.watch_database(sessions, sync_tables)
+    app.add_middleware(
+        ObservedApp,
+        metrics=metrics,
+        access_log_enabled=settings.access_log,
+    )
+    router = APIRouter(tags=["observability"], responses=problem_responses(401))
+
+    @router.get(
+        "/internal/metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}}},
+        summary="Prometheus metrics of this app (sync token)",
+    )
+    def app_metrics(_auth: Annotated[None, Depends(require_sync_token)]) -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    app.include_router(router)
+    return metrics
