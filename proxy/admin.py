@@ -3,20 +3,22 @@
 Changes go through the same path as a hand edit of routing.toml (full validation, then the
 phase-transition rule), are written to the file atomically and appended to the audit log. Every
 endpoint but health and metrics needs `Authorization: Bearer <PROXY_ADMIN_TOKEN>`, compared in
-constant time.
+constant time (proxy/admin_auth.py). The migration dashboard (proxy/dashboard/) is served here
+too, under /_strangler/dashboard.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Request, Response
+from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from proxy.admin_auth import Admin
 from proxy.config import ConfigError, validate_transition
+from proxy.dashboard import create_dashboard_router
 from strangler.phases import Phase, routing_of
 from strangler.problems import Problem, install_problem_handlers
 
@@ -59,35 +61,11 @@ class FenceRequest(BaseModel):
     drain_seconds: Annotated[float, Field(gt=0, le=60)] = 10.0
 
 
-def _runtime(request: Request) -> ProxyRuntime:
-    runtime: ProxyRuntime = request.app.state.runtime
-    return runtime
-
-
-def _require_admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
-    runtime = _runtime(request)
-    expected = runtime.admin_token
-    if expected is None:
-        raise Problem(401, "The admin API is disabled: start the proxy with PROXY_ADMIN_TOKEN set.")
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
-        raise Problem(
-            401,
-            "The admin API needs 'Authorization: Bearer <admin token>'.",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    peer = request.client.host if request.client else "unknown"
-    actor = request.headers.get("x-strangler-actor", "").strip()[:100]
-    return f"{actor or 'admin-api'}@{peer}"
-
-
-Admin = Annotated[str, Depends(_require_admin)]
-
-
 def create_admin_app(runtime: ProxyRuntime) -> FastAPI:
     app = FastAPI(title="strangler proxy admin", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.runtime = runtime
     install_problem_handlers(app)
+    app.include_router(create_dashboard_router(runtime))
     lock = asyncio.Lock()
 
     @app.get("/_strangler/health")

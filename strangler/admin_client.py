@@ -33,8 +33,15 @@ class AdminApiError(Exception):
 
 
 class AdminClient:
+    """The admin API's calls the CLI makes. `actor` names the caller in the audit log (the
+    proxy's dashboard steps through this same client, as "dashboard")."""
+
     def __init__(
-        self, settings: CliSettings, *, transport: httpx.BaseTransport | None = None
+        self,
+        settings: CliSettings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        actor: str = "strangler-cli",
     ) -> None:
         token = settings.admin_token_value()
         if token is None:
@@ -46,10 +53,13 @@ class AdminClient:
         self._base = settings.proxy_url.rstrip("/")
         self._client = httpx.Client(
             base_url=self._base,
-            headers={"Authorization": f"Bearer {token}", "X-Strangler-Actor": "strangler-cli"},
+            headers={"Authorization": f"Bearer {token}", "X-Strangler-Actor": actor},
             timeout=10,
             transport=transport,
         )
+
+    def close(self) -> None:
+        self._client.close()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:

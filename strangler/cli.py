@@ -57,6 +57,20 @@ def seed(
     _run_step("seeding demo data", _monolith("seed", "--products", str(products)))
 
 
+def _dashboard_url(proxy_url: str, admin_token: str, where: str) -> str:
+    """The dashboard's address as `up` prints it.
+
+    With a token `up` keeps in a file (a developer's machine), the token rides after '#',
+    which a browser never sends, and the page moves it into the tab's sessionStorage: the
+    printed link opens the dashboard in one click. A token the operator set in the
+    environment is theirs to paste; it is not echoed.
+    """
+    url = f"{proxy_url}/_strangler/dashboard"
+    if where.startswith("STRANGLER_"):
+        return f"{url}  (watch and step the migration; paste the token from ${where})"
+    return f"{url}#token={admin_token}  (watch and step the migration in a browser)"
+
+
 @app.command()
 def up(
     products: Annotated[int, typer.Option(min=0, help="How many demo products")] = 1000,
@@ -105,6 +119,9 @@ def up(
                 "PROXY_ADMIN_TOKEN": admin_token,
                 "PROXY_SYNC_TOKEN": sync_token,
                 "PROXY_ROUTING_FILE": routing,
+                # the dashboard shows the CLI's backfill and reconcile records, and its
+                # gates read them as `strangler advance` does
+                "PROXY_STATE_DIR": str(settings.state_dir),
             },
         ),
         ChildSpec(
@@ -125,14 +142,16 @@ def up(
         for child in after_monolith:
             supervisor.start(child)
         supervisor.wait_ready()
+        proxy_url = f"http://127.0.0.1:{proxy_port}"
         console.print(
-            f"[bold green]ready[/]  proxy    http://127.0.0.1:{proxy_port}  (send traffic here)\n"
-            f"       monolith {monolith_url}  (API docs at /docs)\n"
-            f"       service  {service_url}  (API docs at /docs)\n"
-            f"       admin    http://127.0.0.1:{proxy_port}/_strangler/status  "
-            f"(token in {where})\n"
-            "       relay    follows the phase in routing.toml\n"
-            "       Ctrl-C stops everything"
+            f"[bold green]ready[/]  proxy     {proxy_url}  (send traffic here)\n"
+            f"       dashboard {_dashboard_url(proxy_url, admin_token, where)}\n"
+            f"       monolith  {monolith_url}  (API docs at /docs)\n"
+            f"       service   {service_url}  (API docs at /docs)\n"
+            f"       admin     {proxy_url}/_strangler/status  (token in {where})\n"
+            "       relay     follows the phase in routing.toml\n"
+            "       Ctrl-C stops everything",
+            soft_wrap=True,  # a wrapped URL could not be clicked or copied whole
         )
         supervisor.watch()
     except KeyboardInterrupt:

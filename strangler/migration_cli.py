@@ -3,6 +3,8 @@
 `advance` checks the gates of the next phase (strangler.gates) and prints each with the
 numbers that decided it; it changes the phase through the proxy's admin API only when all
 pass, or with --force and a reason that goes to the audit log. `rollback` is always allowed.
+The steps themselves are strangler.migration_steps, shared with the proxy's dashboard; this
+module only prints them.
 """
 
 from __future__ import annotations
@@ -10,21 +12,32 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import httpx
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from strangler.admin_client import AdminApiError, AdminClient, admin_or_fail
 from strangler.console import console, errors, fail
-from strangler.gates import Check, GateContext, Thresholds, canary_healthy, gates_for
-from strangler.phases import PHASES, Phase, PhaseFile, SyncDirection, routing_of
+from strangler.migration_steps import (
+    StepPlan,
+    StepRefused,
+    advance_changes,
+    apply_step,
+    check_gates,
+    gate_context,
+    plan_advance,
+    plan_rollback,
+    read_metrics,
+    read_phase,
+    rollback_changes,
+)
+from strangler.phases import Phase, PhaseFile, SyncDirection, routing_of
 from strangler.runbook import STEPS, next_command
 from strangler.runbook import render as render_runbook
 from strangler.settings import CliSettings
 from strangler.sync.client import SyncApiError, SyncClient
 from strangler.sync.reconcile import last_verdict
-from strangler.write_switch import SwitchFailed, moves_writes, switch_writes
+from strangler.write_switch import moves_writes
 
 __all__ = ["register"]
 
@@ -110,46 +123,8 @@ def runbook(
     console.print(f"[bold]next:[/] {following}" if following else "[bold]done:[/] nothing left")
 
 
-def _gate_context(capability: str, proxy: dict[str, object]) -> GateContext:
-    settings = CliSettings()
-    token = settings.sync_token_value()
-    if token is None:
-        raise fail(
-            "no sync token",
-            "set STRANGLER_SYNC_TOKEN, or run where `strangler up` "
-            f"wrote {settings.sync_token_file}",
-        )
-    try:
-        metrics = httpx.get(f"{settings.proxy_url.rstrip('/')}/_strangler/metrics", timeout=5).text
-    except httpx.TransportError as exc:
-        raise fail(f"cannot read the proxy's metrics: {exc}", "is the proxy running?") from exc
-    return GateContext(
-        capability=capability,
-        proxy_status=proxy,
-        monolith=SyncClient(settings.monolith_url, token, capability),
-        service=SyncClient(settings.service_url, token, capability),
-        service_url=settings.service_url,
-        metrics_text=metrics,
-        source_root=Path("."),
-        boundaries_file=Path("boundaries.toml"),
-        backfill_checkpoint=settings.state_dir / f"backfill-{capability}.json",
-        reconcile_record=settings.state_dir / f"reconcile-{capability}.json",
-        thresholds=Thresholds(),
-    )
-
-
-def _current_phase(admin: AdminClient, capability: str) -> tuple[dict[str, object], Phase]:
-    try:
-        proxy = admin.status()
-    except AdminApiError as exc:
-        raise fail(str(exc), exc.hint) from exc
-    capabilities: dict[str, dict[str, object]] = proxy["capabilities"]
-    if capability not in capabilities:
-        raise fail(
-            f"the proxy knows no capability {capability!r}",
-            f"known: {', '.join(capabilities) or 'none'}",
-        )
-    return proxy, Phase(str(capabilities[capability]["phase"]))
+def _refused(exc: StepRefused) -> typer.Exit:
+    return fail(str(exc), exc.hint)
 
 
 _DRAIN = typer.Option(
@@ -161,33 +136,27 @@ _DRAIN = typer.Option(
 
 def _change(
     admin: AdminClient,
-    capability: str,
-    current: Phase,
-    target: Phase,
+    plan: StepPlan,
     changes: dict[str, object],
     drain_seconds: float,
 ) -> dict[str, object]:
-    """Apply a phase change; one that moves writes goes behind the write fence."""
-    if not moves_writes(current, target):
-        try:
-            return admin.change(capability, changes)
-        except AdminApiError as exc:
-            raise fail(str(exc), exc.hint) from exc
-    console.print(
-        f"moving {capability}'s writes from {routing_of(current).writes.value} to "
-        f"{routing_of(target).writes.value}: holding writes, draining the relay"
-    )
-    try:
-        report = switch_writes(
-            admin, CliSettings(), capability, current, changes, drain_seconds=drain_seconds
+    """Apply a phase change, saying so first when it moves writes behind the write fence."""
+    if moves_writes(plan.current, plan.target):
+        console.print(
+            f"moving {plan.capability}'s writes from {routing_of(plan.current).writes.value} "
+            f"to {routing_of(plan.target).writes.value}: holding writes, draining the relay"
         )
-    except SwitchFailed as exc:
-        raise fail(str(exc), exc.hint) from exc
-    console.print(
-        f"writes paused {report.paused_ms:.0f} ms ({report.held_requests} request(s) held); "
-        f"the relay delivered the last {report.drained_events} event(s) first"
-    )
-    return report.changed
+    try:
+        outcome = apply_step(admin, CliSettings(), plan, changes, drain_seconds=drain_seconds)
+    except StepRefused as exc:
+        raise _refused(exc) from exc
+    report = outcome.switch
+    if report is not None:
+        console.print(
+            f"writes paused {report.paused_ms:.0f} ms ({report.held_requests} request(s) "
+            f"held); the relay delivered the last {report.drained_events} event(s) first"
+        )
+    return outcome.changed
 
 
 def advance(
@@ -202,29 +171,15 @@ def advance(
     if force and not reason:
         raise fail("--force needs --reason", 'say why, e.g. --reason "gate flaky, checked by hand"')
     admin = admin_or_fail()
-    proxy, current = _current_phase(admin, capability)
-    raising = current is Phase.CANARY and percent is not None
-    checks: tuple[Check, ...]
-    if raising:
-        target, checks = Phase.CANARY, (canary_healthy,)
-    elif current is PHASES[-1]:
-        raise fail(f"{capability} is already {current.value}", "nothing left to advance")
-    else:
-        target = PHASES[current.position + 1]
-        checks = gates_for(target)
-    ctx = _gate_context(capability, proxy)
+    settings = CliSettings()
     try:
-        results = [check(ctx) for check in checks]
-    finally:
-        ctx.monolith.close()
-        ctx.service.close()
-    table = Table(
-        "gate",
-        "result",
-        "evidence",
-        title=f"{capability}: {current.value} -> "
-        f"{target.value}" + (f" at {percent:g} %" if raising else ""),
-    )
+        proxy, current = read_phase(admin, capability)
+        plan = plan_advance(capability, current, percent)
+        ctx = gate_context(settings, capability, proxy, read_metrics(settings.proxy_url))
+    except StepRefused as exc:
+        raise _refused(exc) from exc
+    results = check_gates(plan, ctx)
+    table = Table("gate", "result", "evidence", title=plan.title)
     for result in results:
         verdict = "[green]pass[/]" if result.passed else "[red]FAIL[/]"
         table.add_row(escape(result.name), verdict, escape(result.evidence))
@@ -236,21 +191,12 @@ def advance(
             '--force --reason "..." (recorded in the audit log)'
         )
         raise typer.Exit(code=1)
-    changes: dict[str, object] = {"phase": target.value}
-    if target is Phase.CANARY:
-        changes["canary_percent"] = percent if percent is not None else 10.0
-    elif percent is not None:
-        changes["canary_percent"] = percent
-    note = reason or "gates passed"
-    if failed:
-        note = f"FORCED past failing gates ({', '.join(failed)}): {reason}"
-    changes["reason"] = note
-    changed = _change(admin, capability, current, target, changes, drain_seconds)
+    changed = _change(admin, plan, advance_changes(plan, results, reason), drain_seconds)
     console.print(
-        f"{capability}: {current.value} -> [bold]{target.value}[/]"
+        f"{capability}: {current.value} -> [bold]{plan.target.value}[/]"
         f" (config version {changed['config_version']})"
     )
-    following = next_command(capability, target)
+    following = next_command(capability, plan.target)
     if following:
         console.print(f"next: {following}")
 
@@ -262,14 +208,14 @@ def rollback(
 ) -> None:
     """Go back one phase, at any time (no gates: the way back must always be open)."""
     admin = admin_or_fail()
-    _, current = _current_phase(admin, capability)
-    if current is PHASES[0]:
-        raise fail(f"{capability} is in {current.value}", "there is no phase before it")
-    target = PHASES[current.position - 1]
-    changes: dict[str, object] = {"phase": target.value, "reason": reason or "rollback"}
-    _change(admin, capability, current, target, changes, drain_seconds)
-    console.print(f"{capability}: {current.value} -> [bold]{target.value}[/] (rolled back)")
-    console.print(f"how to check: {STEPS[target].rollback}")
+    try:
+        _, current = read_phase(admin, capability)
+        plan = plan_rollback(capability, current)
+    except StepRefused as exc:
+        raise _refused(exc) from exc
+    _change(admin, plan, rollback_changes(plan, reason), drain_seconds)
+    console.print(f"{capability}: {current.value} -> [bold]{plan.target.value}[/] (rolled back)")
+    console.print(f"how to check: {STEPS[plan.target].rollback}")
 
 
 def register(app: typer.Typer) -> None:

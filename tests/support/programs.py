@@ -11,7 +11,12 @@ import shutil
 
 import pytest
 
-PACKAGES = {"nginx": "nginx-light", "wrk": "wrk", "chromium": "chromium"}
+PACKAGES = {
+    "nginx": "nginx-light",
+    "wrk": "wrk",
+    "chromium": "chromium",
+    "chromedriver": "chromium-driver",
+}
 
 
 def require_programs(*programs: str) -> None:

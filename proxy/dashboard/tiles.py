@@ -1,0 +1,190 @@
+"""The five tiles of a capability's card: traffic, shadow reads, relay lag, the data checks,
+health. Colours follow the gates' own thresholds, so a figure turns amber or red exactly where
+the gate that reads it would refuse."""
+
+from __future__ import annotations
+
+import calendar
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from proxy.dashboard.html import Child, Html, tag
+from strangler.gates import Thresholds
+
+__all__ = ["ago", "health_tile", "records_tile", "relay_tile", "requests_tile", "shadow_tile"]
+
+_LIMITS = Thresholds()
+"""What the gates allow."""
+
+
+def _tile(title: str, *body: Child, testid: str | None = None) -> Html:
+    return tag("div", tag("h3", title), *body, class_="tile", data_testid=testid)
+
+
+def _figure(
+    label: Child,
+    value: Child,
+    *,
+    state: str = "",
+    detail: Child = None,
+    testid: str | None = None,
+) -> Html:
+    """One labelled number; `detail` goes on a small line of its own under both."""
+    return tag(
+        "div",
+        tag("span", label, class_="label"),
+        tag("span", value, class_=f"value {state}".strip(), data_testid=testid),
+        tag("span", detail, class_="detail") if detail is not None else None,
+        class_="figure",
+    )
+
+
+def requests_tile(requests: Mapping[str, Any]) -> Html:
+    if requests.get("measuring"):
+        return _tile("requests / s", tag("p", "measuring …", class_="muted"), testid="requests")
+    sides = requests["sides"]
+    total = sum(s["per_second"] for s in sides.values()) or 0.0
+    figures = []
+    for side, rate in sides.items():
+        errors = rate["errors_per_second"]
+        upstream = rate["upstream"]
+        figures.append(
+            _figure(
+                side if upstream == side else f"{side} · {upstream}",
+                f"{rate['per_second']:.1f}",
+                state="bad" if errors else "",
+                detail=f"5xx {errors:.1f} / s" if errors else None,
+                testid=f"rps-{side}",
+            )
+        )
+    share = sides.get("service", {}).get("per_second", 0.0) / total if total else 0.0
+    window = requests.get("window_seconds")
+    return _tile(
+        "requests / s",
+        *figures,
+        tag("meter", value=f"{share:.3f}", min="0", max="1", title="share served by the service"),
+        tag(
+            "p",
+            f"service share {share:.0%}" + (f" · last {window:.0f} s" if window else ""),
+            class_="small muted",
+        ),
+        testid="requests",
+    )
+
+
+def shadow_tile(shadow: Mapping[str, Any], phase: str) -> Html:
+    compared = int(shadow.get("compared", 0) or 0)
+    rate = float(shadow.get("mismatch_rate", 0.0) or 0.0)
+    state = "bad" if rate > _LIMITS.max_mismatch_rate else "ok" if compared else ""
+    note = "" if phase in ("shadow", "canary") else "compares run in phase shadow"
+    return _tile(
+        "shadow reads",
+        _figure("compared", compared),
+        _figure(
+            "mismatches",
+            f"{rate:.2%}",
+            state=state,
+            detail=f"{shadow.get('mismatched', 0)} mismatched · {_dotted(shadow)}",
+            testid="mismatch-rate",
+        ),
+        tag("p", note, class_="small muted") if note else None,
+        testid="shadow",
+    )
+
+
+def _dotted(shadow: Mapping[str, Any]) -> str:
+    return " · ".join(f"{shadow.get(k, 0) or 0} {k}" for k in ("errors", "stale", "dropped"))
+
+
+def relay_tile(relay: Mapping[str, Any]) -> Html:
+    rows = []
+    for direction, label in (
+        ("monolith_to_service", "monolith → service"),
+        ("service_to_monolith", "service → monolith"),
+    ):
+        lag = relay.get(direction) or {"error": "not asked"}
+        active = tag("span", "active", class_="pill") if lag.get("active") else None
+        if "error" in lag:
+            rows.append(_figure([label, " ", active], "?", detail=lag["error"], state="muted"))
+            continue
+        age = lag.get("oldest_age_seconds")
+        dead = int(lag.get("dead_letters", 0))
+        behind = lag["pending"] > _LIMITS.max_relay_pending or (
+            age is not None and age > _LIMITS.max_relay_age_seconds
+        )
+        state = "bad" if dead else "warn" if behind else ""
+        rows.append(
+            _figure(
+                [label, " ", active],
+                f"{lag['pending']} pending",
+                state=state,
+                detail=f"oldest {age:.2f} s · {dead} dead letters"
+                if age is not None
+                else f"nothing waiting · {dead} dead letters",
+                testid=f"relay-{direction}",
+            )
+        )
+    return _tile("relay lag", *rows, testid="relay")
+
+
+def ago(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s ago"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+def records_tile(
+    reconcile: Mapping[str, Any] | None, backfill: Mapping[str, Any] | None, now: float
+) -> Html:
+    if reconcile is None:
+        verdict = _figure("last reconcile", "never", state="muted")
+    else:
+        at = str(reconcile.get("at", ""))
+        try:
+            when = f"{ago(now - calendar.timegm(time.strptime(at, '%Y-%m-%dT%H:%M:%SZ')))}, {at}"
+        except ValueError:
+            when = at
+        verdict = _figure(
+            "last reconcile",
+            f"{int(reconcile.get('differences', 0))} differences",
+            state="ok" if reconcile.get("agree") else "bad",
+            detail=when,
+            testid="reconcile",
+        )
+    if backfill is None:
+        copied = _figure("backfill", "not run", state="muted")
+    else:
+        clean = backfill["finished"] and not backfill["rejected"]
+        copied = _figure(
+            "backfill",
+            "finished" if backfill["finished"] else "in progress",
+            state="ok" if clean else "",
+            detail=f"{backfill['rows']} rows, {backfill['rejected']} rejected",
+        )
+    return _tile("data checks", verdict, copied, testid="records")
+
+
+def health_tile(breakers: Mapping[str, Any], fence: Mapping[str, Any]) -> Html:
+    rows = []
+    for side, breaker in breakers.items():
+        state = str(breaker["state"])
+        opened = int(breaker.get("times_opened", 0))
+        rows.append(
+            _figure(
+                f"breaker {breaker['upstream']}",
+                state.replace("_", "-"),
+                state={"closed": "ok", "half_open": "warn", "open": "bad"}.get(state, ""),
+                detail=f"opened {opened} times" if opened else None,
+                testid=f"breaker-{side}",
+            )
+        )
+    last = fence.get("last_pause_ms")
+    if fence.get("closed"):
+        rows.append(_figure("write fence", "closed", state="warn", detail=f"{fence['held']} held"))
+    else:
+        pause = f"last pause {last:.0f} ms" if last is not None else None
+        rows.append(_figure("write fence", "open", detail=pause))
+    return _tile("health", *rows, testid="health")

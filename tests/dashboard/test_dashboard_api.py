@@ -1,0 +1,233 @@
+"""The dashboard's HTTP side, in process: who may see what, and what the state says.
+
+The proxy is built by its own composition root (`create_app`) over a routing file whose
+upstreams do not answer, and called through httpx's ASGI transport: no ports, no processes.
+Taking steps needs the proxy's own admin API over loopback, so that is tested against a real
+system (test_dashboard_steps.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from proxy.app import ProxyRuntime, create_app
+from proxy.settings import ProxySettings
+from tests.support.processes import free_port
+
+TOKEN = "in-process-admin-token"
+DASHBOARD = "/_strangler/dashboard"
+PROTECTED = [
+    ("GET", f"{DASHBOARD}/state"),
+    ("GET", f"{DASHBOARD}/live"),
+    ("GET", f"{DASHBOARD}/capabilities/products/gates"),
+    ("POST", f"{DASHBOARD}/capabilities/products/advance"),
+    ("POST", f"{DASHBOARD}/capabilities/products/rollback"),
+]
+
+
+def _proxy(tmp_path: Path, *, sync_token: str | None = "sync-token") -> ProxyRuntime:
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens: relay lag must say so, not hang
+    routing = tmp_path / "routing.toml"
+    root = Path(__file__).resolve().parents[2]
+    routing.write_text(
+        (root / "routing.toml")
+        .read_text()
+        .replace("127.0.0.1:8001", dead)
+        .replace("127.0.0.1:8002", dead)
+    )
+    return create_app(
+        ProxySettings(
+            routing_file=routing,
+            audit_log=tmp_path / "audit.jsonl",
+            admin_token=SecretStr(TOKEN),
+            sync_token=SecretStr(sync_token) if sync_token else None,
+            state_dir=tmp_path / "state",
+        )
+    )
+
+
+Session = Callable[[httpx.AsyncClient], Awaitable[None]]
+
+
+def _talk(runtime: ProxyRuntime, session: Session) -> None:
+    async def run() -> None:
+        transport = httpx.ASGITransport(app=runtime, client=("203.0.113.9", 4711))
+        async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
+            await session(client)
+
+    asyncio.run(run())
+
+
+def _admin(token: str = TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_the_page_needs_no_token_and_carries_no_data(tmp_path: Path) -> None:
+    async def session(client: httpx.AsyncClient) -> None:
+        page = await client.get(DASHBOARD)
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        policy = page.headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+        assert "products" not in page.text and "monolith" not in page.text
+        for asset, kind in (("dashboard.js", "text/javascript"), ("dashboard.css", "text/css")):
+            served = await client.get(f"{DASHBOARD}/assets/{asset}")
+            assert served.status_code == 200 and served.headers["content-type"].startswith(kind)
+        missing = await client.get(f"{DASHBOARD}/assets/..%2Fadmin.py")
+        assert missing.status_code == 404
+
+    _talk(_proxy(tmp_path), session)
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer forged-token", f"Basic {TOKEN}", TOKEN, f"Bearer {TOKEN}x", "Bearer "],
+    ids=["missing", "forged", "wrong-scheme", "no-scheme", "longer", "empty"],
+)
+def test_every_data_and_action_endpoint_refuses_a_missing_or_forged_token(
+    tmp_path: Path, authorization: str | None
+) -> None:
+    headers = {"Authorization": authorization} if authorization is not None else {}
+
+    async def session(client: httpx.AsyncClient) -> None:
+        for method, path in PROTECTED:
+            body: dict[str, object] | None = {} if method == "POST" else None
+            answer = await client.request(method, path, headers=headers, json=body)
+            assert answer.status_code == 401, (method, path, answer.text)
+            assert answer.headers["content-type"] == "application/problem+json"
+            assert answer.headers["www-authenticate"] == "Bearer"
+            problem = answer.json()
+            assert problem["status"] == 401 and "admin token" in problem["detail"]
+            assert set(problem) == {"type", "title", "status", "detail", "instance"}
+            assert "monolith" not in answer.text  # nothing about the migration leaks
+
+    runtime = _proxy(tmp_path)
+    _talk(runtime, session)
+    assert runtime.routing_file.audit_tail(10) == []  # and nothing changed
+
+
+def test_the_state_shows_phase_ladder_sides_records_and_audit(tmp_path: Path) -> None:
+    runtime = _proxy(tmp_path)
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    (state_dir / "reconcile-products.json").write_text(
+        json.dumps({"at": at, "agree": True, "differences": 0})
+    )
+    (state_dir / "backfill-products.json").write_text(
+        json.dumps({"source": "m", "target": "s", "rows": 40, "rejected": 0, "finished": True})
+    )
+    seen: dict[str, Any] = {}
+
+    async def session(client: httpx.AsyncClient) -> None:
+        for phase in ("dual_write", "backfilled"):
+            changed = await client.patch(
+                "/_strangler/capabilities/products",
+                headers={**_admin(), "X-Strangler-Actor": "tester"},
+                json={"phase": phase, "reason": f"to {phase}"},
+            )
+            assert changed.status_code == 200, changed.text
+        first = await client.get(f"{DASHBOARD}/state", headers=_admin())
+        assert first.status_code == 200, first.text
+        assert first.headers["cache-control"] == "no-store"
+        seen["first"] = first.json()
+        for _ in range(30):
+            runtime.metrics.observe("products", "monolith", 200, 0.001)
+        runtime.metrics.observe("products", "products_service", 502, 0.001)
+        await asyncio.sleep(1.1)  # counters are read at most once a second
+        seen["second"] = (await client.get(f"{DASHBOARD}/state", headers=_admin())).json()
+
+    _talk(runtime, session)
+    products = seen["first"]["capabilities"]["products"]
+    assert products["phase"] == "backfilled"
+    ladder = {step["phase"]: step["state"] for step in products["ladder"]}
+    assert ladder["monolith"] == ladder["dual_write"] == "done"
+    assert ladder["backfilled"] == "current" and ladder["shadow"] == "todo"
+    assert (products["next_phase"], products["previous_phase"]) == ("shadow", "dual_write")
+    assert products["requests"]["measuring"] is True  # one reading: no rate yet
+    assert products["relay"]["monolith_to_service"]["active"] is True
+    assert products["relay"]["service_to_monolith"]["active"] is False
+    assert products["relay"]["monolith_to_service"]["error"] == "unreachable"
+    assert products["reconcile"] == {"at": at, "agree": True, "differences": 0}
+    assert products["backfill"] == {"rows": 40, "rejected": 0, "finished": True}
+    assert products["breakers"]["service"] == {
+        "upstream": "products_service",
+        "state": "closed",
+        "consecutive_failures": 0,
+        "times_opened": 0,
+    }
+    audit = seen["first"]["audit"]
+    assert [e["new"]["phase"] for e in audit] == ["backfilled", "dual_write"]  # newest first
+    assert audit[0]["who"] == "tester@203.0.113.9"
+
+    sides = seen["second"]["capabilities"]["products"]["requests"]["sides"]
+    assert sides["monolith"]["per_second"] > 0 and sides["monolith"]["errors_per_second"] == 0
+    assert sides["service"]["errors_per_second"] > 0
+    assert sides["service"]["upstream"] == "products_service"
+
+
+def test_the_live_part_is_the_same_state_rendered(tmp_path: Path) -> None:
+    async def session(client: httpx.AsyncClient) -> None:
+        live = await client.get(f"{DASHBOARD}/live", headers=_admin())
+        assert live.status_code == 200 and live.headers["content-type"].startswith("text/html")
+        assert 'data-capability="products"' in live.text
+        assert '<span class="phase-badge" data-testid="phase">monolith</span>' in live.text
+        assert 'data-action="rollback"' in live.text and "Nothing to roll back" in live.text
+
+    _talk(_proxy(tmp_path), session)
+
+
+def test_steps_refuse_what_cannot_be_done_with_a_problem(tmp_path: Path) -> None:
+    async def session(client: httpx.AsyncClient) -> None:
+        first = await client.post(
+            f"{DASHBOARD}/capabilities/products/rollback", headers=_admin(), json={}
+        )
+        assert first.status_code == 409
+        assert first.headers["content-type"] == "application/problem+json"
+        assert first.json()["detail"] == "products is in monolith"
+        assert first.json()["hint"] == "there is no phase before it"
+        moved = await client.post(
+            f"{DASHBOARD}/capabilities/products/advance",
+            headers=_admin(),
+            json={"from_phase": "shadow"},
+        )
+        assert moved.status_code == 409
+        assert "in monolith now, not shadow as the page showed" in moved.json()["detail"]
+        unknown = await client.post(
+            f"{DASHBOARD}/capabilities/nothing/rollback", headers=_admin(), json={}
+        )
+        assert unknown.status_code == 404
+        bad = await client.post(
+            f"{DASHBOARD}/capabilities/products/advance",
+            headers=_admin(),
+            json={"percent": 120, "force": True},
+        )
+        assert bad.status_code == 422
+        fields = {e["field"] for e in bad.json()["errors"]}
+        assert fields == {"percent", "force"}  # and forcing is not a thing the page can ask
+
+    runtime = _proxy(tmp_path)
+    _talk(runtime, session)
+    assert runtime.routing_file.audit_tail(10) == []
+
+
+def test_gates_cannot_be_checked_by_a_proxy_without_the_sync_token(tmp_path: Path) -> None:
+    async def session(client: httpx.AsyncClient) -> None:
+        gates = await client.get(f"{DASHBOARD}/capabilities/products/gates", headers=_admin())
+        assert gates.status_code == 503
+        assert "PROXY_SYNC_TOKEN" in gates.json()["detail"]
+        state = (await client.get(f"{DASHBOARD}/state", headers=_admin())).json()
+        assert state["relay_known"] is False
+        lag = state["capabilities"]["products"]["relay"]["monolith_to_service"]
+        assert lag["error"] == "not asked"
+
+    _talk(_proxy(tmp_path, sync_token=None), session)
