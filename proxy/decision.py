@@ -1,31 +1,36 @@
 """Which side answers a request: pure functions over the compiled config, no I/O.
 
-Stickiness: a user's bucket is a stable hash of (capability, key) in [0, 10000). The service
-gets the buckets below `canary_percent * 100`, so raising the percentage only ever adds buckets
-to the service side: no user moves back to the monolith while a rollout grows.
+Stickiness: a user's bucket is a stable hash of (capability, key) in [0, 2**32), nginx's
+murmur2 of `"<capability>:<key>"` (`strangler.split`), so an nginx edge exported from the same
+routing.toml (`strangler export nginx`, whose split_clients hashes the same string) puts every
+user on the same side. The service gets the buckets below the threshold nginx derives from
+`canary_percent` (two decimals), so raising the percentage only ever adds buckets to the
+service side: no user moves back to the monolith while a rollout grows.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import random
 from dataclasses import dataclass
 
 from strangler.phases import Phase, PhaseRouting, Side, routing_of
+from strangler.split import HASH_SPACE, split_threshold, sticky_hash
 
 __all__ = [
+    "BUCKETS",
     "READ_METHODS",
     "CapabilityPolicy",
     "Decision",
     "bucket_of",
+    "canary_threshold",
     "decide",
     "subject_of",
 ]
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-BUCKETS = 10_000
+BUCKETS = HASH_SPACE
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,7 @@ class CapabilityPolicy:
     name: str
     phase: Phase
     routing: PhaseRouting
-    canary_buckets: int
+    canary_threshold: int  # reads of users whose bucket is below it go to the service
     shadow_percent: float
     shadow_during_canary: bool
     sticky_key: str
@@ -54,7 +59,7 @@ class CapabilityPolicy:
             name=name,
             phase=phase,
             routing=routing_of(phase),
-            canary_buckets=round(canary_percent * BUCKETS / 100),
+            canary_threshold=split_threshold(canary_percent),
             shadow_percent=shadow_percent,
             shadow_during_canary=shadow_during_canary,
             sticky_key=sticky_key,
@@ -73,9 +78,13 @@ class Decision:
 
 
 def bucket_of(capability: str, key: str) -> int:
-    """Stable bucket in [0, BUCKETS) of a user for a capability."""
-    digest = hashlib.blake2b(f"{capability}\x00{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % BUCKETS
+    """Stable bucket in [0, BUCKETS) of a user for a capability: nginx's split_clients hash."""
+    return sticky_hash(capability, key)
+
+
+def canary_threshold(percent: float) -> int:
+    """The canary's bucket boundary at `percent` (two decimals count), as nginx computes it."""
+    return split_threshold(percent)
 
 
 def subject_of(authorization: str | None) -> str | None:
@@ -122,7 +131,7 @@ def decide(
         primary = routing.reads
     else:
         in_service = sticky_key is not None and (
-            bucket_of(policy.name, sticky_key) < policy.canary_buckets
+            bucket_of(policy.name, sticky_key) < policy.canary_threshold
         )
         primary = Side.SERVICE if in_service else Side.MONOLITH
     shadow: Side | None = None

@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from strangler import migration_cli, sync_cli
+from strangler import export_cli, migration_cli, sync_cli
 from strangler.admin_client import AdminApiError, admin_or_fail, admin_token_for_up
 from strangler.console import console, fail
 from strangler.coupling import OwnershipConfigError, find_couplings, load_table_ownership
@@ -256,6 +256,9 @@ sync_cli.register(app)
 
 
 migration_cli.register(app)
+
+
+export_cli.register(app)
 
 
 def main() -> None:

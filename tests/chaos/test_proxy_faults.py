@@ -36,7 +36,7 @@ import jwt
 import pytest
 import tomlkit
 
-from proxy.decision import BUCKETS, bucket_of
+from proxy.decision import bucket_of, canary_threshold
 from strangler.phases import PHASES
 from tests.proxy.conftest import Proxy, routing_document, run_proxy
 from tests.support.factories import Account, new_account
@@ -71,7 +71,7 @@ def _token(subject: str) -> str:
 
 def _users(on_service: bool, percent: float, count: int, prefix: str) -> list[str]:
     """`count` subjects the canary at `percent` puts on the service (or on the monolith)."""
-    threshold = round(percent * BUCKETS / 100)
+    threshold = canary_threshold(percent)
     chosen: list[str] = []
     n = 0
     while len(chosen) < count:

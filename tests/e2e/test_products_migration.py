@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.decision import bucket_of, subject_of
+from proxy.decision import BUCKETS, bucket_of, canary_threshold, subject_of
 from strangler.gates import Thresholds
 from strangler.supervisor import die_with_parent
 from tests.support.databases import BACKENDS, database
@@ -62,10 +62,18 @@ GATE_RETRY_PAUSE = 0.5
 # 5xx is sent again until it gets a real answer, so the ledger of acknowledged writes is exact.
 WRITE_SETTLE_SECONDS = 10.0
 
-# Which canary bucket ranges (of 10,000) the simulated users must cover: one in the first 10 %,
-# two more in the first 50 %, three above, so every canary step sends real users' reads to the
-# service and the canary gate has something to measure.
-BUCKET_BANDS = [(0, 1000), (0, 5000), (0, 5000), (5000, 10000), (5000, 10000), (5000, 10000)]
+# Which canary bucket ranges the simulated users must cover: one in the first 10 %, two more in
+# the first 50 %, three above, so every canary step sends real users' reads to the service and
+# the canary gate has something to measure.
+_TEN, _HALF = canary_threshold(10), canary_threshold(50)
+BUCKET_BANDS = [
+    (0, _TEN),
+    (0, _HALF),
+    (0, _HALF),
+    (_HALF, BUCKETS),
+    (_HALF, BUCKETS),
+    (_HALF, BUCKETS),
+]
 
 PHASE_LINE = re.compile(r"products: (\w+) -> (\w+)")
 
