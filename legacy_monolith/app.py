@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
+from pydantic import SecretStr
 
 from legacy_monolith import orders, products, users
 from legacy_monolith.platform.settings import MonolithSettings
@@ -28,6 +29,10 @@ from strangler.tokens import (
     load_or_create_keypair,
     publish_public_key,
 )
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
 
 
 def create_app(settings: MonolithSettings | None = None) -> FastAPI:
@@ -69,6 +74,12 @@ def create_app(settings: MonolithSettings | None = None) -> FastAPI:
         app.include_router(router)
 
     install_health_routes(app)
-    install_observability(app, app.state.sessions, app.state.sync_tables)
+    install_observability(
+        app,
+        app.state.sessions,
+        app.state.sync_tables,
+        metrics_token=_secret(settings.metrics_token),
+        sync_token=sync_token,
+    )
 
     return app

@@ -39,8 +39,7 @@ from proxy.runtime import CapabilityRoute, CompiledConfig, RoutingState, Upstrea
 from proxy.ryw import ReadYourWrites
 from proxy.shadow import ShadowJob, ShadowRecorder
 from proxy.upstream_client import UpstreamAnswer
-from strangler.observability.context import request_id as request_id_var
-from strangler.observability.context import trace_ids
+from strangler.observability.context import wire_ids
 from strangler.observability.tracing import (
     format_traceparent,
     parse_traceparent,
@@ -99,6 +98,8 @@ class Forwarder:
         self._shadow = shadow
         self._metrics = metrics
         self._admin_token = admin_token.encode() if admin_token else None
+        if not tracing_enabled():  # decided once: the process's tracer is set before the app
+            self._route = self._forward  # type: ignore[method-assign]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body_done = asyncio.Event()
@@ -244,22 +245,8 @@ class Forwarder:
         write_scope: CapabilityRoute | None = None,
         passage: _Passage | None = None,
     ) -> None:
-        """`_forward` inside a server span when tracing is on (without, no span is made)."""
-        if not tracing_enabled():
-            await self._forward(
-                scope,
-                receive,
-                send,
-                body_done,
-                flags,
-                compiled,
-                path,
-                incoming,
-                write_scope,
-                passage,
-                None,
-            )
-            return
+        """`_forward` inside a server span (with tracing off, `__init__` binds `_route` to
+        `_forward` itself: the request path then makes no span and asks nothing)."""
         span = start_span(
             scope["method"],
             parent=parse_traceparent(incoming.traceparent),
@@ -296,9 +283,9 @@ class Forwarder:
         compiled: CompiledConfig,
         path: str,
         incoming: IncomingHeaders,
-        write_scope: CapabilityRoute | None,
-        passage: _Passage | None,
-        span: Span | None,
+        write_scope: CapabilityRoute | None = None,
+        passage: _Passage | None = None,
+        span: Span | None = None,
     ) -> None:
         """Decide the side, forward, stream the answer back; shadow or fall back if due.
 
@@ -378,10 +365,9 @@ class Forwarder:
             traceparent = format_traceparent(span.get_span_context()).encode()
             span.update_name(f"{method} {label}")
             span.set_attribute("strangler.upstream", primary.name)
-        # For log lines only (read when one is written): uvicorn runs each request in a task
-        # of its own, so these need no reset.
-        request_id_var.set(request_id.decode())
-        trace_ids.set((traceparent[3:35].decode(), traceparent[36:52].decode()))
+        # For log lines only, decoded when one is written: uvicorn runs each request in a task
+        # of its own, so this needs no reset.
+        wire_ids.set((request_id, traceparent))
         headers = upstream_headers(
             incoming,
             peer=peer_host,

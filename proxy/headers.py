@@ -42,8 +42,8 @@ _REBUILT = frozenset(
     {b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"}
 )
 _CONTROL_PREFIX = b"x-strangler-"
-_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
-_TRACEPARENT = re.compile(rb"^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$")
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
+_TRACEPARENT = re.compile(rb"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
 
 Networks = Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
 
@@ -147,14 +147,14 @@ def is_trusted(peer: str | None, networks: Networks) -> bool:
 
 def request_id_of(incoming: IncomingHeaders) -> bytes:
     value = incoming.request_id
-    if value is not None and _REQUEST_ID.match(value):
+    if value is not None and _REQUEST_ID.fullmatch(value):
         return value
     return os.urandom(16).hex().encode()  # what uuid4().hex is, without building a UUID
 
 
 def traceparent_of(incoming: IncomingHeaders) -> bytes:
     value = incoming.traceparent
-    if value is not None and _TRACEPARENT.match(value):
+    if value is not None and _TRACEPARENT.fullmatch(value):
         return value
     return b"00-%s-%s-01" % (os.urandom(16).hex().encode(), os.urandom(8).hex().encode())
 

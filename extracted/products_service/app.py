@@ -63,6 +63,14 @@ def create_app(settings: ProductsServiceSettings | None = None) -> FastAPI:
     app.include_router(sync_router())
 
     install_health_routes(app)
-    install_observability(app, app.state.sessions, app.state.sync_tables)
+    install_observability(
+        app,
+        app.state.sessions,
+        app.state.sync_tables,
+        metrics_token=(
+            settings.metrics_token.get_secret_value() if settings.metrics_token else None
+        ),
+        sync_token=app.state.sync_token,
+    )
 
     return app

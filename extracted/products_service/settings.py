@@ -20,5 +20,6 @@ class ProductsServiceSettings(BaseSettings):
     jwt_audience: str = "strangler-shop"
     routing_file: Path | None = Path("routing.toml")
     sync_token: SecretStr | None = None
+    metrics_token: SecretStr | None = None  # reads /internal/metrics only (the sync token too)
     host: str = "127.0.0.1"
     port: int = 8002

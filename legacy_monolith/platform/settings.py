@@ -25,6 +25,7 @@ class MonolithSettings(BaseSettings):
     jwt_public_key_file: Path = Path("var/jwt-public.pem")
     routing_file: Path | None = Path("routing.toml")
     sync_token: SecretStr | None = None
+    metrics_token: SecretStr | None = None  # reads /internal/metrics only (the sync token too)
     products_service_url: str = "http://127.0.0.1:8002"
     products_service_timeout_seconds: float = 2.0
     jwt_issuer: str = "strangler-monolith"

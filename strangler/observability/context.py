@@ -17,13 +17,17 @@ __all__ = [
     "request_id",
     "trace_ids",
     "valid_request_id",
+    "wire_ids",
 ]
 
 request_id: ContextVar[str | None] = ContextVar("strangler_request_id", default=None)
 trace_ids: ContextVar[tuple[str, str] | None] = ContextVar("strangler_trace_ids", default=None)
 """(trace id, span id) in lower-case hex, as W3C trace context writes them."""
+wire_ids: ContextVar[tuple[bytes, bytes] | None] = ContextVar("strangler_wire_ids", default=None)
+"""(request id, traceparent) as the proxy forwards them, undecoded: its request path pays one
+`set`, and a log line decodes them only when one is written."""
 
-REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def new_request_id() -> str:
@@ -32,6 +36,6 @@ def new_request_id() -> str:
 
 def valid_request_id(value: str | None) -> str | None:
     """The caller's request id if it is safe to log and echo back, else None."""
-    if value is not None and REQUEST_ID_PATTERN.match(value):
+    if value is not None and REQUEST_ID_PATTERN.fullmatch(value):
         return value
     return None

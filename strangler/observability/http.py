@@ -11,14 +11,17 @@ context (the ids set here are the ones its log lines and outgoing calls carry).
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, Response
 from opentelemetry import context, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from strangler.db import Sessions
@@ -26,13 +29,15 @@ from strangler.observability.context import new_request_id, request_id, trace_id
 from strangler.observability.metrics import AppMetrics
 from strangler.observability.settings import ObservabilitySettings
 from strangler.observability.tracing import parse_traceparent, start_span, tracing_enabled
-from strangler.problems import problem_responses
-from strangler.sync.api import require_sync_token
+from strangler.problems import Problem, problem_responses
 from strangler.sync.tables import SyncTables
 
 __all__ = ["ObservedApp", "install_observability"]
 
 access_log = logging.getLogger("strangler.access")
+
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_GONE = (asyncio.CancelledError, ClientDisconnect)
 
 
 class ObservedApp:
@@ -73,7 +78,7 @@ class ObservedApp:
         attached = context.attach(trace.set_span_in_context(span))
         rid_token = request_id.set(rid)
         ids_token = trace_ids.set(ids)
-        status = 500
+        status = 0
         rid_bytes = rid.encode()
 
         async def send_observed(message: Message) -> None:
@@ -87,55 +92,94 @@ class ObservedApp:
         try:
             await self.app(scope, receive, send_observed)
         except BaseException as exc:
+            if status == 0:
+                # No answer started: a client that went away, or the app failed outright
+                # (the server then answers 500 itself).
+                status = 499 if isinstance(exc, _GONE) else 500
             if owned:
                 span.record_exception(exc)
             raise
         finally:
-            elapsed = time.perf_counter() - started
-            route = scope.get("route")
-            template: str = getattr(route, "path", None) or "unmatched"
-            if owned:
-                span.update_name(f"{method} {template}")
-                span.set_attribute("http.route", template)
-                span.set_attribute("http.response.status_code", status)
-                if status >= 500:
-                    span.set_status(Status(StatusCode.ERROR))
-                span.end()
-            self.metrics.observe(method, template, status, elapsed)
-            if self.access_log_enabled:
-                query: bytes = scope.get("query_string", b"")
-                target = scope["path"] + ("?" + query.decode("latin-1") if query else "")
-                access_log.info(
-                    "%s %s %d",
-                    method,
-                    target,
-                    status,
-                    extra={
-                        "http": {
-                            "method": method,
-                            "target": target,
-                            "route": template,
-                            "status": status,
-                            "duration_ms": round(elapsed * 1000, 2),
-                        }
-                    },
-                )
-            trace_ids.reset(ids_token)
-            request_id.reset(rid_token)
-            context.detach(attached)
+            try:
+                status = status or 499  # returned without answering: the client was gone
+                self._finish(scope, span, owned, method, status, time.perf_counter() - started)
+            finally:
+                trace_ids.reset(ids_token)
+                request_id.reset(rid_token)
+                context.detach(attached)
+
+    def _finish(
+        self, scope: Scope, span: Span, owned: bool, method: str, status: int, elapsed: float
+    ) -> None:
+        route = scope.get("route")
+        template: str = getattr(route, "path", None) or "unmatched"
+        if owned:
+            span.update_name(f"{method} {template}")
+            span.set_attribute("http.route", template)
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+            span.end()
+        label = method if method in _KNOWN_METHODS else "other"  # the label set stays bounded
+        self.metrics.observe(label, template, status, elapsed)
+        if self.access_log_enabled:
+            # The target as the client sent it, still percent-encoded: a decoded path could
+            # carry a line break into a text log line.
+            raw: bytes = scope.get("raw_path") or scope["path"].encode()
+            query: bytes = scope.get("query_string", b"")
+            target = (raw + (b"?" + query if query else b"")).decode("latin-1")
+            access_log.info(
+                "%s %s %d",
+                method,
+                target,
+                status,
+                extra={
+                    "http": {
+                        "method": method,
+                        "target": target,
+                        "route": template,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                    }
+                },
+            )
+
+
+def _metrics_reader(tokens: tuple[str, ...]) -> Callable[..., None]:
+    def require(authorization: Annotated[str | None, Header()] = None) -> None:
+        if not tokens:
+            raise Problem(
+                401, "Metrics are off here: set the metrics token (or the sync token) setting."
+            )
+        scheme, _, token = (authorization or "").partition(" ")
+        given = token.encode()
+        # every token compared, in constant time each, whichever matches
+        matched = [hmac.compare_digest(given, t.encode()) for t in tokens]
+        if scheme.lower() != "bearer" or not any(matched):
+            raise Problem(
+                401,
+                "The metrics need 'Authorization: Bearer <metrics token>'.",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    return require
 
 
 def install_observability(
     app: FastAPI,
     sessions: Sessions,
     sync_tables: Mapping[str, SyncTables],
+    *,
+    metrics_token: str | None,
+    sync_token: str | None,
     settings: ObservabilitySettings | None = None,
 ) -> AppMetrics:
     """Observe every request of `app` and serve its metrics at `/internal/metrics`.
 
-    The metrics sit behind the sync token like the rest of `/internal`: the proxy sends every
-    path no capability claims to the monolith, so an open endpoint would be open to the world.
-    Prometheus sends the token with `authorization: {credentials_file: var/sync-token}`.
+    The metrics need a token like the rest of `/internal`: the proxy sends every path no
+    capability claims to the monolith, so an open endpoint would be open to the world. The
+    metrics token reads metrics only, so a scraper holds no key to the sync API's writes; the
+    sync token is accepted too, for tools that hold it anyway.
     """
     settings = settings or ObservabilitySettings()
     metrics = AppMetrics()
@@ -145,15 +189,17 @@ def install_observability(
         metrics=metrics,
         access_log_enabled=settings.access_log,
     )
+    reader = _metrics_reader(tuple(t for t in (metrics_token, sync_token) if t))
     router = APIRouter(tags=["observability"], responses=problem_responses(401))
 
     @router.get(
         "/internal/metrics",
         response_class=Response,
         responses={200: {"content": {"text/plain": {}}}},
-        summary="Prometheus metrics of this app (sync token)",
+        summary="Prometheus metrics of this app (metrics token or sync token)",
+        dependencies=[Depends(reader)],
     )
-    def app_metrics(_auth: Annotated[None, Depends(require_sync_token)]) -> Response:
+    def app_metrics() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     app.include_router(router)

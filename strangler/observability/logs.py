@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from opentelemetry import trace
 
-from strangler.observability.context import request_id, trace_ids
+from strangler.observability.context import request_id, trace_ids, wire_ids
 from strangler.observability.settings import ObservabilitySettings
 
 __all__ = ["ContextFilter", "JsonFormatter", "TextFormatter", "configure_logging"]
@@ -38,10 +38,15 @@ class ContextFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.service = self.service
-        record.request_id = request_id.get()
+        rid, ids = request_id.get(), trace_ids.get()
+        if rid is None and ids is None:
+            wire = wire_ids.get()
+            if wire is not None:
+                rid, traceparent = wire[0].decode("latin-1"), wire[1]
+                ids = (traceparent[3:35].decode(), traceparent[36:52].decode())
+        record.request_id = rid
         if getattr(record, "trace_id", None) is not None:
             return True  # logged for a unit of work other than the request's (a change event)
-        ids = trace_ids.get()
         if ids is None:
             span_context = trace.get_current_span().get_span_context()
             if span_context.is_valid:
@@ -73,18 +78,31 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
+# Line breaks and other control characters in a text line, written as escapes: a value from
+# a request (a path, a header) must not be able to start a line that looks like another one.
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, 0x85)} | {
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
+
+
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(service)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record, self.datefmt)
+        text = self.formatMessage(record)
         extra = _extra(record)
         if extra:
             text += " " + " ".join(f"{k}={v}" for k, v in extra.items())
         rid, tid = getattr(record, "request_id", None), getattr(record, "trace_id", None)
         if rid or tid:
             text += f" [request_id={rid or '-'} trace_id={tid or '-'}]"
+        text = text.translate(_ESCAPES)
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)  # the one multi-line part
         return text
 
 

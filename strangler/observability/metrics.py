@@ -31,6 +31,9 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 class _PoolCollector(Collector):
     """The engine's connection pool as it is at scrape time."""
 
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # registering must not read the database (auto_describe would collect)
+
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
@@ -57,6 +60,9 @@ class _PoolCollector(Collector):
 
 class _OutboxCollector(Collector):
     """Each synced entity's outbox, read from the database at scrape time."""
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # registering must not read the database (auto_describe would collect)
 
     def __init__(self, sessions: Sessions, tables: Mapping[str, SyncTables]) -> None:
         self._sessions = sessions

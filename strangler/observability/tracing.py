@@ -44,7 +44,7 @@ __all__ = [
     "tracing_enabled",
 ]
 
-_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _enabled = False
 _tracer: trace.Tracer = trace.NoOpTracer()
@@ -115,7 +115,7 @@ def parse_traceparent(value: str | bytes | None) -> SpanContext | None:
         return None
     if isinstance(value, bytes):
         value = value.decode("latin-1")
-    match = _TRACEPARENT.match(value)
+    match = _TRACEPARENT.fullmatch(value)
     if match is None:
         return None
     trace_id, span_id = int(match[1], 16), int(match[2], 16)

@@ -27,6 +27,9 @@ class RelayCollector(Collector):
         self._entity = entity
         self._relay = relay
 
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # registering must not read the database
+
     def collect(self) -> Iterator[Metric]:
         labels = ["entity"]
         counters = {

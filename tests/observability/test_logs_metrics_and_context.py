@@ -17,7 +17,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import MetaData
 
-from legacy_monolith.migrate import upgrade_to_head
 from strangler.db import Sessions, create_db_engine
 from strangler.observability.context import request_id, trace_ids
 from strangler.observability.logs import ContextFilter, TextFormatter
@@ -26,10 +25,12 @@ from strangler.observability.tracing import parse_traceparent, start_span
 from strangler.sync.relay import Relay
 from strangler.sync.relay_metrics import RelayCollector
 from strangler.sync.tables import sync_tables
+from tests.support.databases import BACKENDS, database
 from tests.support.factories import product_body
 from tests.support.processes import RunningApp, monolith_env, run_monolith_command, serve_monolith
 
 TOKEN = "observability-sync-token"
+METRICS_TOKEN = "observability-metrics-token"
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER = f"00-{CALLER_TRACE}-00f067aa0ba902b7-01"
 
@@ -57,15 +58,22 @@ class Served:
             time.sleep(0.05)
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def served(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
     """A real monolith process in phase dual_write, logging JSON lines, tracing off."""
     workdir = tmp_path_factory.mktemp("observed")
-    url = f"sqlite:///{workdir / 'monolith.db'}"
+    with database(request.param, workdir) as url:
+        yield from _serve(workdir, url)
+
+
+def _serve(workdir: Path, url: str) -> Iterator[Served]:
     (workdir / "routing.toml").write_text('[capabilities.products]\nphase = "dual_write"\n')
     env = {
         **monolith_env(url, workdir),
         "MONOLITH_SYNC_TOKEN": TOKEN,
+        "MONOLITH_METRICS_TOKEN": METRICS_TOKEN,
         "STRANGLER_LOG_FORMAT": "json",
         "STRANGLER_TRACES_EXPORTER": "none",
     }
@@ -110,13 +118,36 @@ def test_a_request_without_ids_gets_new_ones_and_a_bad_id_is_replaced(served: Se
     assert every and all({"ts", "level", "request_id", "trace_id"} <= x.keys() for x in every)
 
 
-def test_metrics_need_the_sync_token(served: Served) -> None:
+def test_metrics_need_a_token_and_the_metrics_token_opens_nothing_else(served: Served) -> None:
     missing = served.client.get("/internal/metrics")
     wrong = served.client.get("/internal/metrics", headers={"Authorization": "Bearer nope"})
-    for refused in (missing, wrong):
+    basic = served.client.get("/internal/metrics", headers={"Authorization": f"Basic {TOKEN}"})
+    for refused in (missing, wrong, basic):
         assert refused.status_code == 401
         assert refused.headers["content-type"] == "application/problem+json"
         assert "strangler_http_requests" not in refused.text
+    for token in (METRICS_TOKEN, TOKEN):
+        scraped = served.client.get(
+            "/internal/metrics", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert scraped.status_code == 200 and "strangler_http_requests" in scraped.text
+    # A scraper's token is no key to the sync API, which writes rows.
+    sync = served.client.get(
+        "/internal/sync/products/lag", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
+    )
+    assert sync.status_code == 401
+
+
+def test_a_line_break_in_a_path_cannot_forge_a_log_line(served: Served) -> None:
+    rid = f"req-{uuid.uuid4().hex}"
+    served.client.get("/health%0A2026-01-01 ERROR forged%E2%80%A8x", headers={"X-Request-ID": rid})
+    line = served.access_line(rid)
+    assert line["http"]["target"] == "/health%0A2026-01-01%20ERROR%20forged%E2%80%A8x"
+    record = logging.LogRecord("strangler.access", 20, "", 0, "GET %s 404", ("/a\nB\u2028C",), None)
+    ContextFilter("monolith").filter(record)
+    text = TextFormatter().format(record)
+    assert "\n" not in text and "\u2028" not in text
+    assert "GET /a\\x0aB\\u2028C 404" in text
 
 
 def _scrape(served: Served) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -216,18 +247,26 @@ def test_text_lines_end_with_the_ids() -> None:
     assert text.endswith(f"[request_id=req-9 trace_id={CALLER_TRACE}]")
 
 
-def test_the_relay_metrics_report_its_counters_and_the_outbox(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'monolith.db'}"
-    upgrade_to_head(url)
-    engine = create_db_engine(url)
+def test_the_relay_metrics_report_its_counters_and_the_outbox(served: Served) -> None:
+    served.client.post("/products", json=product_body(), headers=_token(served.client))
+    engine = create_db_engine(served.database_url)
     try:
-        relay = Relay(engine, sync_tables(MetaData(), "products"), "products", target=None)  # type: ignore[arg-type]
+        tables = sync_tables(MetaData(), "products")
+        with Sessions(engine).read() as session:
+            waiting = len(
+                session.execute(
+                    tables.outbox.select().where(tables.outbox.c.delivered_at.is_(None))
+                ).all()
+            )
+        relay = Relay(engine, tables, "products", target=None)  # type: ignore[arg-type]
         relay.stats.delivered, relay.stats.failures = 12, 2
         families = {f.name: f for f in RelayCollector("products", lambda: relay).collect()}
     finally:
         engine.dispose()
+    assert waiting >= 1
     assert families["strangler_relay_delivered"].samples[0].value == 12
     assert families["strangler_relay_failures"].samples[0].value == 2
-    assert families["strangler_relay_pending"].samples[0].value == 0
+    assert families["strangler_relay_pending"].samples[0].value == waiting
+    assert families["strangler_relay_lag_seconds"].samples[0].value > 0
     nothing = {f.name: f.samples for f in RelayCollector("products", lambda: None).collect()}
     assert nothing["strangler_relay_delivered"] == []  # before the relay starts: no figures

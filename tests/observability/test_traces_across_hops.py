@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.proxy.conftest import Proxy, routing_document, run_proxy
-from tests.support.databases import database
+from tests.support.databases import BACKENDS, database
 from tests.support.factories import new_account, product_body
 from tests.sync.conftest import SyncSystem, sync_system
 
@@ -49,18 +49,21 @@ def _access(lines: list[dict[str, Any]], request_id: str) -> dict[str, Any]:
         for line in lines
         if line.get("logger") == "strangler.access" and line.get("request_id") == request_id
     ]
-    assert len(matches) == 1, f"access lines for {request_id}: {matches}"
+    assert len(matches) == 1, f"access lines for {request_id}: {matches}"  # (retried while 0)
     return matches[0]
 
 
-@pytest.fixture
-def traced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[SyncSystem, Proxy]]:
+@pytest.fixture(params=BACKENDS)
+def traced(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[SyncSystem, Proxy]]:
+    backend: str = request.param
     monkeypatch.setenv("STRANGLER_TRACES_EXPORTER", "console")
     monkeypatch.setenv("STRANGLER_LOG_FORMAT", "json")
     with (
-        database("sqlite", tmp_path / "m") as monolith_db,
-        database("sqlite", tmp_path / "s") as service_db,
-        sync_system("sqlite", tmp_path, monolith_db, service_db) as system,
+        database(backend, tmp_path / "m") as monolith_db,
+        database(backend, tmp_path / "s") as service_db,
+        sync_system(backend, tmp_path, monolith_db, service_db) as system,
         run_proxy(
             tmp_path,
             routing_document(system.monolith.base_url, system.service.base_url),
@@ -150,8 +153,9 @@ def test_a_read_sent_to_the_service_is_one_trace_with_the_callers(
         headers={"traceparent": f"00-{caller_trace}-00f067aa0ba902b7-01", "X-Request-ID": "r-1"},
     )
     assert read.status_code == 200 and read.headers["x-strangler-upstream"] == "service"
-    service_lines = _lines(system.service.log, strict=True)
-    assert _access(service_lines, "r-1")["trace_id"] == caller_trace
+    # The access line is written after the answer is sent: wait for it.
+    line = _eventually(lambda: _access(_lines(system.service.log, strict=True), "r-1"))
+    assert line["trace_id"] == caller_trace
 
     def spans() -> tuple[dict[str, Any], dict[str, Any]]:
         (at_proxy,) = _spans(_lines(proxy.app.log, strict=True), caller_trace)
