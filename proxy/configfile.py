@@ -91,8 +91,39 @@ class RoutingFile:
             os.fsync(handle.fileno())
 
     def audit_tail(self, limit: int) -> list[dict[str, Any]]:
+        """The last `limit` entries, oldest first, read from the end of the log (which only
+        grows): enough blocks for `limit` whole lines, not the whole file. A line that does not
+        parse (half written by an append in progress, or damaged) is skipped, not fatal."""
+        if limit <= 0:
+            return []
         try:
-            lines = self.audit_log.read_text().splitlines()
+            handle = self.audit_log.open("rb")
         except FileNotFoundError:
             return []
-        return [json.loads(line) for line in lines[-limit:] if line.strip()]
+        with handle:
+            start = handle.seek(0, os.SEEK_END)
+            tail = b""
+            # limit + 1 line ends: the last line may be unfinished, the first one cut.
+            while start > 0 and tail.count(b"\n") <= limit:
+                size = min(_TAIL_BLOCK, start)
+                start -= size
+                handle.seek(start)
+                tail = handle.read(size) + tail
+        lines = tail.split(b"\n")
+        if start > 0:
+            lines = lines[1:]  # began mid-line
+        entries = [entry for entry in map(_audit_entry, lines) if entry is not None]
+        return entries[-limit:]
+
+
+_TAIL_BLOCK = 16 * 1024
+
+
+def _audit_entry(line: bytes) -> dict[str, Any] | None:
+    if not line.strip():
+        return None
+    try:
+        entry = json.loads(line)
+    except ValueError:  # also a line cut inside a UTF-8 sequence
+        return None
+    return entry if isinstance(entry, dict) else None

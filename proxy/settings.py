@@ -16,7 +16,10 @@ class ProxySettings(BaseSettings):
     read-your-writes pins as soon as the sync carried a write over; without it a pin lasts
     `ryw_max_pin_seconds`. `PROXY_STATE_DIR` is where the `strangler` CLI keeps its backfill
     checkpoints and reconcile verdicts (its STRANGLER_STATE_DIR): the dashboard shows them and
-    its gates read them, as `strangler advance` does.
+    its gates read them, as `strangler advance` does. `PROXY_SOURCE_ROOT` is the source tree the
+    dashboard's "no data coupling" gate scans, and `PROXY_BOUNDARIES_FILE` the table ownership
+    it checks against (default: boundaries.toml in that tree); `strangler up` passes the
+    directory it runs in, as `strangler advance` scans the directory it runs in.
     """
 
     model_config = SettingsConfigDict(env_prefix="PROXY_", extra="ignore")
@@ -26,6 +29,12 @@ class ProxySettings(BaseSettings):
     admin_token: SecretStr | None = None
     sync_token: SecretStr | None = None
     state_dir: Path = Path("var")
+    source_root: Path = Path(".")
+    boundaries_file: Path | None = None
     reload_interval_seconds: float = 0.5
     host: str = "127.0.0.1"
     port: int = 8000
+
+    def boundaries_path(self) -> Path:
+        """The boundaries file the gates read: PROXY_BOUNDARIES_FILE, else the source root's."""
+        return self.boundaries_file or self.source_root / "boundaries.toml"

@@ -57,17 +57,21 @@ def seed(
     _run_step("seeding demo data", _monolith("seed", "--products", str(products)))
 
 
-def _dashboard_url(proxy_url: str, admin_token: str, where: str) -> str:
+def _dashboard_url(proxy_url: str, admin_token: str, where: str, *, terminal: bool) -> str:
     """The dashboard's address as `up` prints it.
 
-    With a token `up` keeps in a file (a developer's machine), the token rides after '#',
-    which a browser never sends, and the page moves it into the tab's sessionStorage: the
-    printed link opens the dashboard in one click. A token the operator set in the
-    environment is theirs to paste; it is not echoed.
+    With a token `up` keeps in a file (a developer's machine) and a person at the terminal,
+    the token rides after '#', which a browser never sends, and the page moves it into the
+    tab's sessionStorage: the printed link opens the dashboard in one click. When the output
+    goes to a file or a pipe (a log, CI), the token would stay there: the plain URL is printed
+    with where the token is. A token the operator set in the environment is theirs to paste;
+    it is never echoed.
     """
     url = f"{proxy_url}/_strangler/dashboard"
     if where.startswith("STRANGLER_"):
         return f"{url}  (watch and step the migration; paste the token from ${where})"
+    if not terminal:
+        return f"{url}  (watch and step the migration; paste the token from {where})"
     return f"{url}#token={admin_token}  (watch and step the migration in a browser)"
 
 
@@ -120,8 +124,10 @@ def up(
                 "PROXY_SYNC_TOKEN": sync_token,
                 "PROXY_ROUTING_FILE": routing,
                 # the dashboard shows the CLI's backfill and reconcile records, and its
-                # gates read them as `strangler advance` does
+                # gates read them as `strangler advance` does, over this source tree (the
+                # "no data coupling" gate scans it and reads its boundaries.toml)
                 "PROXY_STATE_DIR": str(settings.state_dir),
+                "PROXY_SOURCE_ROOT": str(Path.cwd()),
             },
         ),
         ChildSpec(
@@ -143,9 +149,10 @@ def up(
             supervisor.start(child)
         supervisor.wait_ready()
         proxy_url = f"http://127.0.0.1:{proxy_port}"
+        dashboard = _dashboard_url(proxy_url, admin_token, where, terminal=sys.stdout.isatty())
         console.print(
             f"[bold green]ready[/]  proxy     {proxy_url}  (send traffic here)\n"
-            f"       dashboard {_dashboard_url(proxy_url, admin_token, where)}\n"
+            f"       dashboard {dashboard}\n"
             f"       monolith  {monolith_url}  (API docs at /docs)\n"
             f"       service   {service_url}  (API docs at /docs)\n"
             f"       admin     {proxy_url}/_strangler/status  (token in {where})\n"

@@ -176,9 +176,9 @@ def advance(
         proxy, current = read_phase(admin, capability)
         plan = plan_advance(capability, current, percent)
         ctx = gate_context(settings, capability, proxy, read_metrics(settings.proxy_url))
+        results = check_gates(plan, ctx)  # a gate that cannot run is refused, named
     except StepRefused as exc:
         raise _refused(exc) from exc
-    results = check_gates(plan, ctx)
     table = Table("gate", "result", "evidence", title=plan.title)
     for result in results:
         verdict = "[green]pass[/]" if result.passed else "[red]FAIL[/]"

@@ -6,7 +6,9 @@ evidence, and change the phase through the proxy's admin API, behind the write f
 writes move sides (strangler.write_switch). Keeping that here, without any printing, means the
 two cannot drift apart: a gate added for the CLI is checked by the dashboard too, and the
 dashboard cannot move writes in a way the CLI would not. Callers turn `StepRefused` into their
-own kind of error (the CLI's message and hint, the dashboard's problem+json).
+own kind of error (the CLI's message and hint, the dashboard's problem+json); `GatesUnchecked`,
+a kind of it, says a gate could not even be run (an unreadable boundaries file, a corrupt
+record), which is a setup problem to fix, not a gate that failed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import httpx
 
 from strangler.admin_client import AdminApiError, AdminClient
+from strangler.coupling import OwnershipConfigError
 from strangler.gates import (
     Check,
     GateContext,
@@ -33,6 +36,7 @@ from strangler.write_switch import SwitchFailed, SwitchReport, moves_writes, swi
 
 __all__ = [
     "DEFAULT_CANARY_PERCENT",
+    "GatesUnchecked",
     "StepOutcome",
     "StepPlan",
     "StepRefused",
@@ -58,6 +62,11 @@ class StepRefused(Exception):
     def __init__(self, message: str, hint: str) -> None:
         super().__init__(message)
         self.hint = hint
+
+
+class GatesUnchecked(StepRefused):
+    """A gate could not be run at all (its input is missing or unreadable): nothing was
+    decided and nothing changed; the hint says what to fix."""
 
 
 @dataclass(frozen=True)
@@ -138,10 +147,12 @@ def gate_context(
     metrics_text: str,
     *,
     source_root: Path = Path("."),
+    boundaries_file: Path | None = None,
     thresholds: Thresholds | None = None,
 ) -> GateContext:
     """Everything the gates look at: the sides' sync APIs (with the sync token), the proxy's
-    status and metrics, the source tree, and the backfill and reconcile records in the state
+    status and metrics, the source tree (and its table ownership, `boundaries_file`, by
+    default boundaries.toml at its root), and the backfill and reconcile records in the state
     directory. The caller closes the two sync clients (`check_gates` does)."""
     token = settings.sync_token_value()
     if token is None:
@@ -158,7 +169,7 @@ def gate_context(
         service_url=settings.service_url,
         metrics_text=metrics_text,
         source_root=source_root,
-        boundaries_file=source_root / "boundaries.toml",
+        boundaries_file=boundaries_file or source_root / "boundaries.toml",
         backfill_checkpoint=settings.state_dir / f"backfill-{capability}.json",
         reconcile_record=settings.state_dir / f"reconcile-{capability}.json",
         thresholds=thresholds or Thresholds(),
@@ -166,12 +177,36 @@ def gate_context(
 
 
 def check_gates(plan: StepPlan, ctx: GateContext) -> list[GateResult]:
-    """Run the plan's gates in order (a reconcile may take seconds); closes ctx's clients."""
+    """Run the plan's gates in order (a reconcile may take seconds); closes ctx's clients.
+
+    A gate that cannot be run (its file is missing or unreadable) raises GatesUnchecked
+    naming the gate and the file, rather than an exception the caller would not expect.
+    """
     try:
-        return [check(ctx) for check in plan.checks]
+        return [_run_gate(check, ctx) for check in plan.checks]
     finally:
         ctx.monolith.close()
         ctx.service.close()
+
+
+def _run_gate(check: Check, ctx: GateContext) -> GateResult:
+    gate = check.__name__.replace("_", " ")
+    try:
+        return check(ctx)
+    except OwnershipConfigError as exc:
+        raise GatesUnchecked(
+            f"the gate {gate!r} could not be checked: {exc}",
+            f"fix {ctx.boundaries_file}, or point the checker at the source tree that holds "
+            "it (run `strangler` from the repository root; the proxy's dashboard reads "
+            "PROXY_SOURCE_ROOT and PROXY_BOUNDARIES_FILE)",
+        ) from exc
+    except (OSError, ValueError) as exc:
+        raise GatesUnchecked(
+            f"the gate {gate!r} could not be checked: {exc}",
+            f"a file it reads is unreadable: fix or remove {ctx.backfill_checkpoint.name} or "
+            f"{ctx.reconcile_record.name} in {ctx.reconcile_record.parent} (rerun the backfill "
+            "or the reconcile to write it again), then check again",
+        ) from exc
 
 
 def advance_changes(

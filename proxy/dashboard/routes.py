@@ -9,7 +9,9 @@ The token never travels in a URL or a cookie (no CSRF; `strangler up` may print 
 Advance and rollback are the CLI's own steps (strangler.migration_steps), run in a worker
 thread: the gates read the sides' sync APIs and a reconcile may take seconds, and a change
 that moves writes goes through this same proxy's admin API over loopback HTTP, behind the
-write fence, exactly as `strangler advance` does it. The audit log names the dashboard.
+write fence, exactly as `strangler advance` does it. The audit log names the dashboard and
+the operator who asked (`dashboard:<actor>@<peer>`). Whatever goes wrong in the toolkit comes
+back as problem+json saying what and what to do, never as a bare 500.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from proxy.dashboard.state import DashboardState
 from strangler.admin_client import AdminClient
 from strangler.gates import GateResult
 from strangler.migration_steps import (
+    GatesUnchecked,
     StepOutcome,
     StepPlan,
     StepRefused,
@@ -116,12 +119,37 @@ def _bearer(request: Request) -> str:
     return request.headers["authorization"].partition(" ")[2]
 
 
-async def _toolkit(call: Callable[[], T]) -> T:
-    """Run a step of the toolkit in a worker thread; its refusals become problem+json."""
+def _actor(who: str) -> str:
+    """The name the step's admin calls carry (X-Strangler-Actor), so the audit log says who
+    stepped from the dashboard: `dashboard:<actor>@<peer>` as the operator's own call was
+    seen. Kept to printable ASCII (a header value) and to the 100 characters the admin API
+    keeps, cutting the operator's chosen name rather than their address."""
+    clean = "".join(c for c in who if " " <= c <= "~")
+    name, at, peer = clean.rpartition("@")
+    room = 100 - len("dashboard:") - len(at) - len(peer)
+    return f"dashboard:{name[: max(room, 0)]}{at}{peer}"[:100]
+
+
+async def _toolkit(call: Callable[[], T], doing: str) -> T:
+    """Run a step of the toolkit in a worker thread; whatever it raises becomes problem+json
+    that says what was wrong and what to do (`doing` names the work, e.g. "checking the
+    gates")."""
     try:
         return await anyio.to_thread.run_sync(call)
+    except GatesUnchecked as exc:
+        raise Problem(503, str(exc), title="The gates could not be checked", hint=exc.hint) from exc
     except StepRefused as exc:
         raise Problem(409, str(exc), hint=exc.hint) from exc
+    except Exception as exc:
+        log.exception("dashboard: %s failed", doing)
+        raise Problem(
+            500,
+            f"{doing.capitalize()} failed: {type(exc).__name__}: {exc}",
+            title="The migration toolkit failed",
+            hint="the proxy's log has the details; look at the capability's phase on this "
+            "page (or `strangler status`) before trying again, or take the step with "
+            "`strangler advance`/`rollback`, which says more",
+        ) from exc
 
 
 def create_dashboard_router(runtime: ProxyRuntime) -> APIRouter:
@@ -171,21 +199,28 @@ def create_dashboard_router(runtime: ProxyRuntime) -> APIRouter:
             )
         status = runtime.status()
         metrics = runtime.metrics.render().decode()
-        return await _toolkit(
-            lambda: check_gates(step, gate_context(settings, name, status, metrics))
-        )
+        source_root = runtime.settings.source_root
+        boundaries = runtime.settings.boundaries_path()
+
+        def run() -> list[GateResult]:
+            context = gate_context(
+                settings, name, status, metrics, source_root=source_root, boundaries_file=boundaries
+            )
+            return check_gates(step, context)
+
+        return await _toolkit(run, "checking the gates")
 
     async def apply(
-        step: StepPlan, changes: dict[str, object], settings: CliSettings
+        step: StepPlan, changes: dict[str, object], settings: CliSettings, who: str
     ) -> dict[str, object]:
         def run() -> StepOutcome:
-            admin = AdminClient(settings, actor="dashboard")
+            admin = AdminClient(settings, actor=_actor(who))
             try:
                 return apply_step(admin, settings, step, changes, drain_seconds=DRAIN_SECONDS)
             finally:
                 admin.close()
 
-        outcome = await _toolkit(run)
+        outcome = await _toolkit(run, f"taking the step {step.title}")
         switch = outcome.switch
         return {
             "capability": step.capability,
@@ -203,10 +238,15 @@ def create_dashboard_router(runtime: ProxyRuntime) -> APIRouter:
 
     @asynccontextmanager
     async def one_step(name: str) -> AsyncIterator[None]:
-        """One step per capability at a time: a second click while a reconcile runs is
-        refused, not queued behind it."""
+        """One step or gate check per capability at a time: a second click while a
+        reconcile runs is refused, not queued behind it (a gate check may run a reconcile and
+        write its record, so a preview takes the same turn as a step)."""
         if name in stepping:
-            raise Problem(409, f"A step of {name} is already being taken; wait for it.")
+            raise Problem(
+                409,
+                f"A step or gate check of {name} is already running; wait for it and retry.",
+                title="A step or gate check is already running",
+            )
         stepping.add(name)
         try:
             yield
@@ -238,11 +278,13 @@ def create_dashboard_router(runtime: ProxyRuntime) -> APIRouter:
         name: str, request: Request, _who: Admin, percent: float | None = None
     ) -> dict[str, object]:
         """The next step's gates, each with its evidence, without taking the step."""
-        current = current_phase(name, None)
-        step = plan(lambda: plan_advance(name, current, percent))
-        # The gates read the sides and this proxy's state in process; they never call the
-        # proxy back, so its own address is not needed here.
-        results = await gates(name, step, settings_for(name, _bearer(request), proxy_url=""))
+        async with one_step(name):
+            current = current_phase(name, None)
+            step = plan(lambda: plan_advance(name, current, percent))
+            # The gates read the sides and this proxy's state in process; they never call the
+            # proxy back, so its own address is not needed here.
+            settings = settings_for(name, _bearer(request), proxy_url="")
+            results = await gates(name, step, settings)
         return {
             "capability": name,
             "title": step.title,
@@ -272,7 +314,7 @@ def create_dashboard_router(runtime: ProxyRuntime) -> APIRouter:
                     gates=_gate_view(results),
                 )
             reason = f"dashboard: {body.reason or 'gates passed'}"
-            done = await apply(step, advance_changes(step, results, reason), settings)
+            done = await apply(step, advance_changes(step, results, reason), settings, who)
         log.info("dashboard: %s advanced by %s", step.title, who)
         return {**done, "gates": _gate_view(results)}
 
@@ -287,7 +329,7 @@ def create_dashboard_router(runtime: ProxyRuntime) -> APIRouter:
             step = plan(lambda: plan_rollback(name, current))
             settings = settings_for(name, _bearer(request), _own_origin(request))
             reason = f"dashboard: {body.reason or 'rollback'}"
-            done = await apply(step, rollback_changes(step, reason), settings)
+            done = await apply(step, rollback_changes(step, reason), settings, who)
         log.info("dashboard: %s rolled back by %s", step.title, who)
         return {**done, "rollback": STEPS[step.current].rollback}
 

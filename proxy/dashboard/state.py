@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -244,23 +245,44 @@ class DashboardState:
 
 
 async def _ask_lag(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
+    """One side's outbox lag, or {"error": ...} saying why not: whatever the side answers
+    (or fails to), the page goes on."""
     try:
         response = await client.get(url)
     except httpx.TimeoutException:
         return {"error": f"no answer within {_LAG_TIMEOUT:g} s"}
     except httpx.TransportError:
         return {"error": "unreachable"}
+    except httpx.HTTPError as exc:  # a broken answer: bad encoding, too many redirects, ...
+        return {"error": f"answered something unreadable ({type(exc).__name__})"}
     if response.status_code != 200:
         return {"error": f"answered {response.status_code}"}
     try:
         body = response.json()
+        if not isinstance(body, dict):
+            raise TypeError("not an object")
+        age = body.get("oldest_age_seconds")
         return {
-            "pending": int(body["pending"]),
-            "oldest_age_seconds": body.get("oldest_age_seconds"),
-            "dead_letters": int(body["dead_letters"]),
+            "pending": _count(body["pending"]),
+            "oldest_age_seconds": None if age is None else _seconds(age),
+            "dead_letters": _count(body["dead_letters"]),
         }
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):  # ValueError: not JSON, or not UTF-8
         return {"error": "answered something else than its lag"}
+
+
+def _count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise TypeError(f"not a count: {value!r}")
+    return value
+
+
+def _seconds(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"not a number of seconds: {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"not a number of seconds: {value!r}")
+    return float(value)
 
 
 def _phase_view(name: str, phase: Phase) -> dict[str, Any]:

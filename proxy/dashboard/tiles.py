@@ -5,6 +5,7 @@ the gate that reads it would refuse."""
 from __future__ import annotations
 
 import calendar
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -16,6 +17,14 @@ __all__ = ["ago", "health_tile", "records_tile", "relay_tile", "requests_tile", 
 
 _LIMITS = Thresholds()
 """What the gates allow."""
+
+
+def _number(value: object) -> float | None:
+    """A figure from a record or another process, or None when it is not a finite number
+    (missing, null, text): shown as "unknown", never a crash of the whole page."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 def _tile(title: str, *body: Child, testid: str | None = None) -> Html:
@@ -108,20 +117,26 @@ def relay_tile(relay: Mapping[str, Any]) -> Html:
         if "error" in lag:
             rows.append(_figure([label, " ", active], "?", detail=lag["error"], state="muted"))
             continue
-        age = lag.get("oldest_age_seconds")
-        dead = int(lag.get("dead_letters", 0))
-        behind = lag["pending"] > _LIMITS.max_relay_pending or (
+        pending = _number(lag.get("pending"))
+        age = _number(lag.get("oldest_age_seconds"))
+        dead = _number(lag.get("dead_letters"))
+        behind = (pending is not None and pending > _LIMITS.max_relay_pending) or (
             age is not None and age > _LIMITS.max_relay_age_seconds
         )
         state = "bad" if dead else "warn" if behind else ""
+        dead_text = f"{dead:.0f}" if dead is not None else "unknown"
+        if age is not None:
+            oldest = f"oldest {age:.2f} s"
+        elif pending == 0 and lag.get("oldest_age_seconds") is None:
+            oldest = "nothing waiting"
+        else:
+            oldest = "oldest unknown"
         rows.append(
             _figure(
                 [label, " ", active],
-                f"{lag['pending']} pending",
+                f"{pending:.0f} pending" if pending is not None else "unknown",
                 state=state,
-                detail=f"oldest {age:.2f} s · {dead} dead letters"
-                if age is not None
-                else f"nothing waiting · {dead} dead letters",
+                detail=f"{oldest} · {dead_text} dead letters",
                 testid=f"relay-{direction}",
             )
         )
@@ -147,9 +162,10 @@ def records_tile(
             when = f"{ago(now - calendar.timegm(time.strptime(at, '%Y-%m-%dT%H:%M:%SZ')))}, {at}"
         except ValueError:
             when = at
+        differences = _number(reconcile.get("differences"))
         verdict = _figure(
             "last reconcile",
-            f"{int(reconcile.get('differences', 0))} differences",
+            f"{differences:.0f} differences" if differences is not None else "unknown",
             state="ok" if reconcile.get("agree") else "bad",
             detail=when,
             testid="reconcile",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,7 +21,10 @@ import pytest
 from pydantic import SecretStr
 
 from proxy.app import ProxyRuntime, create_app
+from proxy.configfile import AuditEntry
 from proxy.settings import ProxySettings
+from strangler.gates import GateResult
+from strangler.migration_steps import StepPlan
 from tests.support.processes import free_port
 
 TOKEN = "in-process-admin-token"
@@ -34,7 +38,9 @@ PROTECTED = [
 ]
 
 
-def _proxy(tmp_path: Path, *, sync_token: str | None = "sync-token") -> ProxyRuntime:
+def _proxy(
+    tmp_path: Path, *, sync_token: str | None = "sync-token", **settings: Any
+) -> ProxyRuntime:
     dead = f"127.0.0.1:{free_port()}"  # nothing listens: relay lag must say so, not hang
     routing = tmp_path / "routing.toml"
     root = Path(__file__).resolve().parents[2]
@@ -51,6 +57,7 @@ def _proxy(tmp_path: Path, *, sync_token: str | None = "sync-token") -> ProxyRun
             admin_token=SecretStr(TOKEN),
             sync_token=SecretStr(sync_token) if sync_token else None,
             state_dir=tmp_path / "state",
+            **settings,
         )
     )
 
@@ -231,3 +238,113 @@ def test_gates_cannot_be_checked_by_a_proxy_without_the_sync_token(tmp_path: Pat
         assert lag["error"] == "not asked"
 
     _talk(_proxy(tmp_path, sync_token=None), session)
+
+
+@pytest.mark.parametrize("where", ["source_root", "boundaries_file"])
+def test_gates_that_cannot_run_are_a_problem_naming_what_to_fix(tmp_path: Path, where: str) -> None:
+    """The coupling gate reads boundaries.toml from PROXY_SOURCE_ROOT (or the file
+    PROXY_BOUNDARIES_FILE names); a proxy started elsewhere answers a problem naming the
+    missing file and the settings that fix it, not a bare 500."""
+    elsewhere = tmp_path / "not-the-repository"
+    missing = elsewhere / "boundaries.toml"
+    placed: dict[str, Any] = {where: missing if where == "boundaries_file" else elsewhere}
+    runtime = _proxy(tmp_path, **placed)
+
+    async def session(client: httpx.AsyncClient) -> None:
+        for method, path, body in (
+            ("GET", "gates", None),
+            ("POST", "advance", {"from_phase": "monolith"}),
+        ):
+            answer = await client.request(
+                method,
+                # a port, so that the advance knows its own address (the ASGI scope's server)
+                f"http://proxy:8000{DASHBOARD}/capabilities/products/{path}",
+                headers=_admin(),
+                json=body,
+            )
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["content-type"] == "application/problem+json"
+            problem = answer.json()
+            assert problem["title"] == "The gates could not be checked"
+            assert str(missing) in problem["detail"] and "no coupling" in problem["detail"]
+            assert "PROXY_SOURCE_ROOT" in problem["hint"]
+
+    _talk(runtime, session)
+    assert runtime.routing_file.audit_tail(10) == []  # nothing changed
+
+
+def test_an_unexpected_toolkit_error_is_a_problem_that_says_what_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(step: StepPlan, context: object) -> list[GateResult]:
+        raise RuntimeError("the disk is on fire")
+
+    monkeypatch.setattr("proxy.dashboard.routes.check_gates", broken)
+
+    async def session(client: httpx.AsyncClient) -> None:
+        answer = await client.get(f"{DASHBOARD}/capabilities/products/gates", headers=_admin())
+        assert answer.status_code == 500
+        assert answer.headers["content-type"] == "application/problem+json"
+        problem = answer.json()
+        assert problem["detail"] == ("Checking the gates failed: RuntimeError: the disk is on fire")
+        assert "strangler status" in problem["hint"]
+
+    _talk(_proxy(tmp_path), session)
+
+
+def test_a_gate_check_takes_the_capabilitys_turn_like_a_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A preview may run a reconcile (which writes its record): while one runs, a second
+    preview and a step of the same capability are refused, not run beside it."""
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(step: StepPlan, context: object) -> list[GateResult]:
+        entered.set()
+        assert release.wait(10)
+        return [GateResult("slow gate", True, "waited")]
+
+    monkeypatch.setattr("proxy.dashboard.routes.check_gates", slow)
+    url = f"{DASHBOARD}/capabilities/products"
+
+    async def session(client: httpx.AsyncClient) -> None:
+        first = asyncio.create_task(client.get(f"{url}/gates", headers=_admin()))
+        while not entered.is_set():
+            await asyncio.sleep(0.01)
+        try:
+            for second in (
+                await client.get(f"{url}/gates", headers=_admin()),
+                await client.post(f"{url}/advance", headers=_admin(), json={}),
+                await client.post(f"{url}/rollback", headers=_admin(), json={}),
+            ):
+                assert second.status_code == 409, second.text
+                assert second.json()["title"] == "A step or gate check is already running"
+        finally:
+            release.set()
+        done = await first
+        assert done.status_code == 200 and done.json()["gates"][0]["evidence"] == "waited"
+        again = await client.get(f"{url}/gates", headers=_admin())  # the turn was given back
+        assert again.status_code == 200
+
+    _talk(_proxy(tmp_path), session)
+
+
+def test_a_half_written_audit_line_does_not_break_the_state_or_the_page(tmp_path: Path) -> None:
+    runtime = _proxy(tmp_path)
+    for phase in ("dual_write", "backfilled"):
+        runtime.routing_file.audit(
+            AuditEntry("tester@here", "admin_change", "products", {}, {"phase": phase})
+        )
+    with runtime.routing_file.audit_log.open("a") as log:
+        log.write('{"at": "2026-01-01T00:00:00Z", "who": "half')  # an append in progress
+
+    async def session(client: httpx.AsyncClient) -> None:
+        state = await client.get(f"{DASHBOARD}/state", headers=_admin())
+        assert state.status_code == 200, state.text
+        assert [e["new"]["phase"] for e in state.json()["audit"]] == ["backfilled", "dual_write"]
+        live = await client.get(f"{DASHBOARD}/live", headers=_admin())
+        assert live.status_code == 200 and "tester@here" in live.text
+        audit = await client.get("/_strangler/audit", headers=_admin())
+        assert audit.status_code == 200 and len(audit.json()["entries"]) == 2
+
+    _talk(runtime, session)

@@ -158,7 +158,7 @@ def test_the_dashboard_shows_the_live_phase_and_a_rollback_from_it_takes_effect(
     last = system.audit()[-1]
     assert last["new"] == {"phase": "dual_write"} and last["old"] == {"phase": "backfilled"}
     assert last["reason"] == "dashboard: seen from the browser test"
-    assert last["who"].startswith("dashboard@")
+    assert last["who"].startswith("dashboard:admin-api@127.0.0.1@")  # the browser's peer
     keep = ROOT / "var" / "screenshots" / "dashboard.png"
     keep.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(shot, keep)

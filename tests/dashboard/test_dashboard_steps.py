@@ -1,5 +1,6 @@
 """Taking steps from the dashboard against a real system: the CLI's gates and the CLI's write
-switch, reached through the page's two endpoints, with the audit log naming the dashboard."""
+switch, reached through the page's two endpoints, with the audit log naming the dashboard
+and the operator who used it."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from strangler.phases import Phase
 from tests.dashboard.conftest import ADMIN_TOKEN, CAPABILITY, System
 
 
-def _step(system: System, action: str, **body: Any) -> httpx.Response:
+def _step(system: System, action: str, actor: str | None = None, **body: Any) -> httpx.Response:
+    named = {"X-Strangler-Actor": actor} if actor else {}
     return httpx.post(
         f"{system.dashboard_url}/capabilities/{CAPABILITY}/{action}",
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", **named},
         json=body,
         timeout=60,
     )
@@ -33,7 +35,7 @@ def test_advance_checks_the_gates_with_evidence_and_refuses_when_one_fails(
     assert preview.json()["to"] == "dual_write" and preview.json()["passed"] is True
     assert system.phase() is Phase.MONOLITH  # a preview changes nothing
 
-    advanced = _step(system, "advance", from_phase="monolith")
+    advanced = _step(system, "advance", actor="alice", from_phase="monolith")
     assert advanced.status_code == 200, advanced.text
     done = advanced.json()
     assert (done["from"], done["to"], done["write_switch"]) == ("monolith", "dual_write", None)
@@ -42,7 +44,10 @@ def test_advance_checks_the_gates_with_evidence_and_refuses_when_one_fails(
     assert "/ready answered 200" in evidence["service ready"]
     assert system.phase() is Phase.DUAL_WRITE
     entry = system.audit()[-1]
-    assert entry["reason"] == "dashboard: gates passed" and entry["who"].startswith("dashboard@")
+    assert entry["reason"] == "dashboard: gates passed"
+    # who asked the dashboard (as its admin check saw them), then how the dashboard's own
+    # call reached the admin API (loopback)
+    assert entry["who"] == "dashboard:alice@127.0.0.1@127.0.0.1"
 
     refused = _step(system, "advance", from_phase="dual_write", reason="try it")
     assert refused.status_code == 409, refused.text
@@ -71,6 +76,7 @@ def test_a_rollback_that_moves_writes_goes_behind_the_write_fence(system: System
     entry = system.audit()[-1]
     assert entry["new"] == {"phase": "reads_cutover"}
     assert entry["reason"] == "dashboard: writes back"
+    assert entry["who"].startswith("dashboard:admin-api@127.0.0.1@")
     fence = system.admin("GET", "/status").json()["capabilities"][CAPABILITY]["fence"]
     assert fence["closed"] is False and fence["last_pause_ms"] is not None
     system.set_phase(Phase.MONOLITH)

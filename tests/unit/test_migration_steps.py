@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from pydantic import SecretStr
 
 from strangler.gates import GateResult, canary_healthy, gates_for
 from strangler.migration_steps import (
+    GatesUnchecked,
     StepRefused,
     advance_changes,
+    check_gates,
+    gate_context,
     plan_advance,
     plan_rollback,
     rollback_changes,
 )
 from strangler.phases import Phase
+from strangler.settings import CliSettings
 
 
 def test_advance_goes_one_phase_forward_with_that_phases_gates() -> None:
@@ -60,3 +67,44 @@ def test_rollback_goes_one_phase_back_with_no_gates() -> None:
     plan = plan_rollback("products", Phase.WRITES_CUTOVER)
     assert (plan.target, plan.checks) == (Phase.READS_CUTOVER, ())
     assert rollback_changes(plan) == {"phase": "reads_cutover", "reason": "rollback"}
+
+
+def _settings(tmp_path: Path) -> CliSettings:
+    return CliSettings(
+        sync_token=SecretStr("t"),
+        state_dir=tmp_path / "state",
+        monolith_url="http://127.0.0.1:9",
+        service_url="http://127.0.0.1:9",
+    )
+
+
+def test_a_gate_that_cannot_read_its_boundaries_file_says_which_and_how_to_fix_it(
+    tmp_path: Path,
+) -> None:
+    plan = plan_advance("products", Phase.MONOLITH)  # dual_write: the coupling gate first
+    ctx = gate_context(_settings(tmp_path), "products", {}, "", source_root=tmp_path)
+    with pytest.raises(GatesUnchecked, match="'no coupling' could not be checked") as unchecked:
+        check_gates(plan, ctx)
+    assert str(tmp_path / "boundaries.toml") in str(unchecked.value)
+    assert "PROXY_SOURCE_ROOT" in unchecked.value.hint
+    assert isinstance(unchecked.value, StepRefused)  # callers that catch refusals catch it
+
+
+def test_the_boundaries_file_may_live_apart_from_the_source_root(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "config" / "boundaries.toml"
+    ctx = gate_context(
+        _settings(tmp_path), "products", {}, "", source_root=tmp_path, boundaries_file=elsewhere
+    )
+    ctx.monolith.close()
+    ctx.service.close()
+    assert (ctx.source_root, ctx.boundaries_file) == (tmp_path, elsewhere)
+
+
+def test_a_corrupt_record_is_unchecked_not_a_crash(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    settings.state_dir.mkdir()
+    (settings.state_dir / "backfill-products.json").write_text('{"rows": 4')  # cut short
+    plan = plan_advance("products", Phase.DUAL_WRITE)  # backfilled: backfill finished first
+    with pytest.raises(GatesUnchecked, match="'backfill finished' could not be checked") as bad:
+        check_gates(plan, gate_context(settings, "products", {}, ""))
+    assert "backfill-products.json" in bad.value.hint

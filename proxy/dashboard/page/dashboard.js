@@ -12,6 +12,10 @@
   const dialog = $("step");
   let timer = null;
   let pending = null; // the step the dialog is about: {action, capability, from, to}
+  let checking = null; // the gate check in flight, if any (the server runs one at a time)
+  let checkAgain = false; // the percentage changed while it ran: check once more after it
+  let debounce = null;
+  const DEBOUNCE_MS = 600; // typing "50" in the percentage asks once, not for "5" and "50"
 
   // `strangler up` may print the URL with #token=...: browsers never send what follows '#'.
   const fromUrl = new URLSearchParams(location.hash.slice(1)).get("token");
@@ -103,29 +107,63 @@
     return $("step-percent-row").hidden || value === "" ? null : Number(value);
   }
 
-  async function preview() {
+  // The gates of the step the dialog shows. A check may run a reconcile and takes the
+  // capability's turn on the server, so at most one is in flight from this page: a change
+  // meanwhile asks again once it is done.
+  function preview() {
+    if (checking) {
+      checkAgain = true;
+      $("step-confirm").disabled = true;
+      $("step-note").textContent = "Checking the gates (a reconcile can take a few seconds) …";
+      return checking;
+    }
+    checking = checkGates().finally(() => {
+      checking = null;
+      const again = checkAgain;
+      checkAgain = false;
+      if (again && pending && pending.action === "advance") preview();
+    });
+    return checking;
+  }
+
+  async function checkGates() {
     const asked = pending;
     const raise = asked.from === "canary" && percent() !== null;
     const query = raise ? `?percent=${percent()}` : "";
     $("step-confirm").disabled = true;
     $("step-note").textContent = "Checking the gates (a reconcile can take a few seconds) …";
     $("step-gates").replaceChildren();
-    const response = await call(`/capabilities/${encodeURIComponent(asked.capability)}/gates${query}`);
-    if (asked !== pending) return; // the dialog moved on meanwhile
-    if (!response.ok) {
-      $("step-note").textContent = (await problemOf(response)).text;
-      return;
+    try {
+      const response = await call(`/capabilities/${encodeURIComponent(asked.capability)}/gates${query}`);
+      if (asked !== pending) return; // the dialog moved on meanwhile
+      if (!response.ok) {
+        $("step-note").textContent = (await problemOf(response)).text;
+        return;
+      }
+      const result = await response.json();
+      if (asked !== pending) return;
+      $("step-title").textContent = `Advance ${result.title.replace(" -> ", " → ")}`;
+      showGates(result.gates);
+      $("step-note").textContent = result.passed
+        ? "Every gate passes."
+        : "A gate fails: the step is refused until it passes (forcing is only for the CLI: strangler advance --force --reason …).";
+      $("step-confirm").disabled = !result.passed;
+    } catch (error) {
+      if (asked !== pending) return;
+      $("step-note").textContent =
+        `Cannot check the gates: ${error.message}. Close the dialog and try again.`;
     }
-    const result = await response.json();
-    $("step-title").textContent = `Advance ${result.title.replace(" -> ", " → ")}`;
-    showGates(result.gates);
-    $("step-note").textContent = result.passed
-      ? "Every gate passes."
-      : "A gate fails: the step is refused until it passes (forcing is only for the CLI: strangler advance --force --reason …).";
-    $("step-confirm").disabled = !result.passed;
+  }
+
+  function previewSoon() {
+    clearTimeout(debounce);
+    debounce = setTimeout(() => {
+      if (pending && pending.action === "advance" && pending.from === "canary") preview();
+    }, DEBOUNCE_MS);
   }
 
   function openStep(data) {
+    clearTimeout(debounce);
     pending = { action: data.action, capability: data.capability, from: data.from, to: data.to };
     const advancing = pending.action === "advance";
     $("step-title").textContent =
@@ -153,21 +191,31 @@
     const body = { from_phase: asked.from, reason: $("step-reason").value || null };
     if (asked.action === "advance") body.percent = percent();
     const path = `/capabilities/${encodeURIComponent(asked.capability)}/${asked.action}`;
-    const response = await call(path, { method: "POST", body: JSON.stringify(body) });
-    if (response.ok) {
-      const done = await response.json();
-      const paused = done.write_switch
-        ? `; writes paused ${Math.round(done.write_switch.paused_ms)} ms while they moved`
-        : "";
-      $("step-result").className = "ok";
-      $("step-result").textContent =
-        `Done: ${done.capability} ${done.from} → ${done.to} (config version ${done.config_version})${paused}.`;
-      if (done.gates) showGates(done.gates);
-    } else {
-      const { text, problem } = await problemOf(response);
+    try {
+      const response = await call(path, { method: "POST", body: JSON.stringify(body) });
+      if (response.ok) {
+        const done = await response.json();
+        const paused = done.write_switch
+          ? `; writes paused ${Math.round(done.write_switch.paused_ms)} ms while they moved`
+          : "";
+        $("step-result").className = "ok";
+        $("step-result").textContent =
+          `Done: ${done.capability} ${done.from} → ${done.to} (config version ${done.config_version})${paused}.`;
+        if (done.gates) showGates(done.gates);
+      } else {
+        const { text, problem } = await problemOf(response);
+        $("step-result").className = "bad";
+        $("step-result").textContent = text;
+        if (problem && problem.gates) showGates(problem.gates);
+      }
+    } catch (error) {
+      // No answer at all: the step may or may not have been taken. Say so, and let the
+      // operator look (the page keeps polling) and try again.
       $("step-result").className = "bad";
-      $("step-result").textContent = text;
-      if (problem && problem.gates) showGates(problem.gates);
+      $("step-result").textContent =
+        `No answer from the proxy (${error.message}): the step may or may not have been taken; ` +
+        "check the phase on the page before trying again.";
+      $("step-confirm").disabled = false;
     }
     poll();
   }
@@ -177,8 +225,12 @@
     if (button && !button.disabled) openStep(button.dataset);
   });
   $("step-confirm").addEventListener("click", confirmStep);
-  $("step-cancel").addEventListener("click", () => { pending = null; dialog.close(); });
-  $("step-percent").addEventListener("change", () => { if (pending && pending.from === "canary") preview(); });
+  $("step-cancel").addEventListener("click", () => {
+    clearTimeout(debounce);
+    pending = null;
+    dialog.close();
+  });
+  $("step-percent").addEventListener("input", previewSoon);
   $("login").addEventListener("submit", (event) => {
     event.preventDefault();
     sessionStorage.setItem(KEY, $("token").value.trim());
