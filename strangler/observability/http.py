@@ -129,10 +129,11 @@ class ObservedApp:
             query: bytes = scope.get("query_string", b"")
             target = (raw + (b"?" + query if query else b"")).decode("latin-1")
             access_log.info(
-                "%s %s %d",
+                "%s %s %d %.1f ms",
                 method,
                 target,
                 status,
+                elapsed * 1000,
                 extra={
                     "http": {
                         "method": method,

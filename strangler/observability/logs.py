@@ -94,7 +94,8 @@ class TextFormatter(logging.Formatter):
         record.message = record.getMessage()
         record.asctime = self.formatTime(record, self.datefmt)
         text = self.formatMessage(record)
-        extra = _extra(record)
+        # An access line's message already says what its `http` fields hold.
+        extra = {k: v for k, v in _extra(record).items() if k != "http"}
         if extra:
             text += " " + " ".join(f"{k}={v}" for k, v in extra.items())
         rid, tid = getattr(record, "request_id", None), getattr(record, "trace_id", None)
