@@ -6,6 +6,13 @@ routing.toml (`strangler export nginx`, whose split_clients hashes the same stri
 user on the same side. The service gets the buckets below the threshold nginx derives from
 `canary_percent` (two decimals), so raising the percentage only ever adds buckets to the
 service side: no user moves back to the monolith while a rollout grows.
+
+The key itself (`subject_of`, `cookie_of`) is read by rules an nginx edge's njs module
+(strangler.nginx_njs) applies identically, each chosen because both languages can hold it
+exactly: ASCII whitespace only (space and tab) is trimmed, a token payload must be base64url
+that decodes to strict UTF-8 (no BOM) holding strict JSON (no NaN, no lax numbers, at most
+JSON_DEPTH_LIMIT levels deep), a cookie value must be visible ASCII, and a subject or cookie
+longer than KEY_BYTES_LIMIT bytes counts as absent.
 """
 
 from __future__ import annotations
@@ -13,10 +20,12 @@ from __future__ import annotations
 import base64
 import json
 import random
+import re
 from dataclasses import dataclass
+from typing import NoReturn
 
 from strangler.phases import Phase, PhaseRouting, Side, routing_of
-from strangler.split import HASH_SPACE, split_threshold, sticky_hash
+from strangler.split import HASH_SPACE, KEY_BYTES_LIMIT, key_bytes, split_threshold, sticky_hash
 
 __all__ = [
     "BUCKETS",
@@ -25,12 +34,41 @@ __all__ = [
     "Decision",
     "bucket_of",
     "canary_threshold",
+    "cookie_of",
     "decide",
     "subject_of",
 ]
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 BUCKETS = HASH_SPACE
+
+JSON_DEPTH_LIMIT = 31
+"""njs's JSON.parse refuses a document nested deeper than this (arrays and objects)."""
+
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+_COOKIE_VALUE = re.compile(rf"[!-~]{{1,{KEY_BYTES_LIMIT}}}")  # visible ASCII
+_OWS = " \t"
+
+
+def _not_json(constant: str) -> NoReturn:
+    raise ValueError(f"{constant} is not JSON")
+
+
+# Strict JSON as JSON.parse reads it: NaN and Infinity refused; an integer of any length read
+# (as a float: Python's int() refuses more than 4,300 digits, JSON.parse does not).
+_JSON = json.JSONDecoder(parse_int=float, parse_constant=_not_json)
+_JSON_STRINGS = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"')
+
+
+def _nesting_at_most(depth: int) -> re.Pattern[str]:
+    """JSON text with its strings taken out that nests at most `depth` arrays and objects."""
+    pattern = r"[^\[\]{}]*+"
+    for _ in range(depth):
+        pattern = r"(?:[^\[\]{}]++|[\[{]" + pattern + r"[\]}])*+"
+    return re.compile(pattern)
+
+
+_SHALLOW_JSON = _nesting_at_most(JSON_DEPTH_LIMIT)
 
 
 @dataclass(frozen=True)
@@ -69,6 +107,11 @@ class CapabilityPolicy:
     def splits_reads(self) -> bool:
         return self.routing.reads is None
 
+    @staticmethod
+    def sticky_cookie(header: str | None, name: str) -> str | None:
+        """`cookie_of`, reachable from the policy the forwarder holds for a route."""
+        return cookie_of(header, name)
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -91,19 +134,58 @@ def subject_of(authorization: str | None) -> str | None:
     """The `sub` of a bearer JWT, unverified.
 
     Used only to keep a user on one side; both sides verify the token themselves, so a forged
-    subject buys nothing but a choice of which of two equivalent answers to get.
+    subject buys nothing but a choice of which of two equivalent answers to get. Read exactly
+    as strangler.js reads it at an nginx edge (module docstring); anything else is no subject.
     """
-    if not authorization or not authorization[:7].lower() == "bearer ":
+    if not authorization or authorization[:7].lower() != "bearer ":
         return None
-    parts = authorization[7:].strip().split(".")
+    parts = authorization[7:].strip(_OWS).split(".")
     if len(parts) != 3:
         return None
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, UnicodeDecodeError):
+    segment = parts[1].rstrip("=")
+    if len(segment) % 4 == 1 or not _BASE64URL.fullmatch(segment):
         return None
-    subject = payload.get("sub") if isinstance(payload, dict) else None
-    return subject if isinstance(subject, str) and subject else None
+    try:
+        text = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)).decode()
+        payload = _JSON.decode(text)
+    except (ValueError, RecursionError):  # RecursionError: nested hundreds of levels deep
+        return None
+    if not isinstance(payload, dict) or _nested_too_deep(text):
+        return None
+    subject = payload.get("sub")
+    if not isinstance(subject, str) or not subject or _too_long(subject):
+        return None
+    return subject
+
+
+def cookie_of(header: str | None, name: str) -> str | None:
+    """The value of the cookie `name` in a Cookie header, as strangler.js reads it.
+
+    The first `name=` with a non-empty value counts; a value that is not 1 to KEY_BYTES_LIMIT
+    visible ASCII characters (a byte outside ASCII, a space, an overlong value) is no cookie.
+    """
+    if not header:
+        return None
+    for part in header.split(";"):
+        key, _, value = part.strip(_OWS).partition("=")
+        if key == name and value:
+            return value if _COOKIE_VALUE.fullmatch(value) else None
+    return None
+
+
+def _too_long(subject: str) -> bool:
+    return len(subject) > KEY_BYTES_LIMIT or len(key_bytes(subject)) > KEY_BYTES_LIMIT
+
+
+def _nested_too_deep(text: str) -> bool:
+    """Whether a JSON document (valid: it parsed) nests deeper than JSON_DEPTH_LIMIT.
+
+    On the text, by one possessive regex that never backtracks: a payload of thousands of
+    containers costs a fraction of a millisecond, less than parsing it did.
+    """
+    if text.count("[") + text.count("{") <= JSON_DEPTH_LIMIT:
+        return False  # the common case: too few brackets (strings' included) to nest so deep
+    return _SHALLOW_JSON.fullmatch(_JSON_STRINGS.sub("", text)) is None
 
 
 def _other(side: Side) -> Side:

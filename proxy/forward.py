@@ -160,7 +160,9 @@ class Forwarder:
             subject = subject_of(incoming.authorization)
             if subject is not None:
                 keys.append(f"sub:{subject}")
-        cookie = incoming.cookie_value(cookie_name)
+        # Both read as an nginx edge's strangler.js reads them (proxy/decision.py): more than
+        # 256 bytes, or not readable alike by both edges, is no key.
+        cookie = route.policy.sticky_cookie(incoming.cookie, cookie_name)
         if cookie is not None:
             keys.append(f"cookie:{cookie}")
         return keys
@@ -459,7 +461,7 @@ class Forwarder:
         if pin_key is not None and write_scope is not None and response.status_code < 400:
             side = write_scope.policy.routing.writes
             self._ryw.pin(write_scope.policy.name, pin_key, side)
-            cookie = incoming.cookie_value(options.sticky_cookie)
+            cookie = write_scope.policy.sticky_cookie(incoming.cookie, options.sticky_cookie)
             if cookie is not None and pin_key != f"cookie:{cookie}":
                 # A later read may come without the token (a public page): pin the cookie too.
                 self._ryw.pin(write_scope.policy.name, f"cookie:{cookie}", side)

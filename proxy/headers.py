@@ -110,15 +110,6 @@ class IncomingHeaders:
             admin_token=found.get(b"x-strangler-admin-token"),
         )
 
-    def cookie_value(self, name: str) -> str | None:
-        if not self.cookie:
-            return None
-        for part in self.cookie.split(";"):
-            key, _, value = part.strip().partition("=")
-            if key == name and value:
-                return value
-        return None
-
 
 _WANTED = frozenset(
     {

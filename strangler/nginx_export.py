@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from strangler.nginx_njs import render_njs
 from strangler.nginx_plan import CapabilityPlan, EdgePlan, plan
 from strangler.nginx_routing import EdgeRouting
+from strangler.phases import Side
 from strangler.split import percent_text, split_key
 
 __all__ = ["NJS_MODULE", "NginxExport", "render", "render_standalone"]
@@ -32,6 +33,26 @@ _COOKIE_ATTRIBUTES = "Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax"
 _READS = ("GET", "HEAD", "OPTIONS")  # proxy/decision.py READ_METHODS
 _MIRROR_ROOT = "/_strangler_mirror"
 _TRACEPARENT = "~^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$"  # proxy/headers.py
+
+# proxy/paths.py's refusals as PCRE over $request_uri's path (up to `?` or `#`), without case.
+# First what it refuses outright: an encoded slash, backslash or NUL, a backslash, a byte
+# outside ASCII. Then what it accepts: percent escapes that decode to UTF-8 (RFC 3629's byte
+# sequences), `%` not followed by two hex digits (kept as is), any other character.
+_REFUSED_PATH = r"~*^[^?#]*(?:%2f|%5c|%00|\x5c|[^\x00-\x7f])"
+_TAIL = "%[89ab][0-9a-f]"  # a UTF-8 continuation byte, escaped
+_UTF8_ESCAPED = "|".join(
+    [
+        "%[0-7][0-9a-f]",
+        f"%(?:c[2-9a-f]|d[0-9a-f]){_TAIL}",
+        f"%e0%[ab][0-9a-f]{_TAIL}",
+        f"%e[1-9a-cef]{_TAIL}{_TAIL}",
+        f"%ed%[89][0-9a-f]{_TAIL}",
+        f"%f0%[9ab][0-9a-f]{_TAIL}{_TAIL}",
+        f"%f[1-3]{_TAIL}{_TAIL}{_TAIL}",
+        f"%f4%8[0-9a-f]{_TAIL}{_TAIL}",
+    ]
+)
+_ACCEPTED_PATH = rf"~*^(?:[^%?#]++|%(?![0-9a-f]{{2}})|{_UTF8_ESCAPED})*+(?:[?#]|$)"
 
 _NOT_DONE = """\
 # What the Python proxy does that this configuration does not:
@@ -55,7 +76,12 @@ _NOT_DONE = """\
 #     `nginx -s reload`
 #   - X-Strangler-Target (forcing a side): dropped, never honoured
 #   - request hygiene: nginx forwards the path as the client sent it (the proxy forwards its
-#     normalised form; both route on the normalised form), and its own limits on headers
+#     normalised form; both route on the normalised form and answer 400 to the paths the
+#     proxy refuses, and nginx to a few more: `..` above the root, `%` without two hex
+#     digits), and its own limits on headers
+#   - connection limits: max_connections caps the proxy's connections to an upstream (a
+#     request waits for a free one, then gets 503); here it only sizes each worker's idle
+#     keep-alive connections, and nginx opens as many as requests need
 # Percentages are read with two decimals (split_clients): the canary's as the proxy reads
 # it, shadow_percent rounded (the proxy samples it unrounded).
 """
@@ -91,6 +117,8 @@ class _Renderer:
             lines += [
                 f"upstream {block} {{",
                 f"    server {upstream.address};",
+                "    # Idle connections each worker keeps open for reuse (the proxy's pool size,",
+                "    # max_connections). Not a limit: nginx opens as many as requests need.",
                 f"    keepalive {upstream.max_connections};",
                 "    keepalive_timeout 4s;  # under uvicorn's 5 s: never reuse a closing one",
                 "}",
@@ -138,22 +166,50 @@ class _Renderer:
         ]
         return lines
 
+    @staticmethod
+    def _refused_paths() -> list[str]:
+        return [
+            "# Request paths the proxy answers 400 (proxy/paths.py), which nginx would decode",
+            "# and route (an encoded slash as a slash): an encoded slash, backslash or NUL, a",
+            "# backslash, a byte outside ASCII, percent escapes that are not UTF-8. The query",
+            "# string is not looked at, as the proxy does not.",
+            "map $request_uri $strangler_refused_path {",
+            f"    {_quote(_REFUSED_PATH)} 1;",
+            f"    {_quote(_ACCEPTED_PATH)} 0;",
+            "    default 1;",
+            "}",
+        ]
+
     def _capability_variables(self, cap: CapabilityPlan) -> list[str]:
         i = cap.ident
         config = cap.config
         monolith = self.edge.upstream_block[config.monolith]
         service = self.edge.upstream_block[config.service]
         lines = [f"# {cap.name}: {cap.summary}"]
-        if cap.splits:
+        if cap.keyed:
             cookie = f"{self.options.sticky_cookie}=$strangler_made_{i}; {_COOKIE_ATTRIBUTES}"
             lines += [
                 f"js_var $strangler_made_{i};  # set by the njs module when it made a key up",
                 f"js_set $strangler_key_{i} strangler_edge.key_{i};",
-                f"split_clients {_quote(split_key(cap.name, f'${{strangler_key_{i}}}'))} "
-                f"$strangler_split_{i} {{",
-                f"    {percent_text(config.canary_percent)} {service};",
-                f"    * {monolith};",
-                "}",
+            ]
+            if cap.splits:
+                lines += [
+                    f"split_clients {_quote(split_key(cap.name, f'${{strangler_key_{i}}}'))} "
+                    f"$strangler_split_{i} {{",
+                    f"    {percent_text(config.canary_percent)} {service};",
+                    f"    * {monolith};",
+                    "}",
+                ]
+            else:
+                everybody = service if cap.everybody is Side.SERVICE else monolith
+                lines += [
+                    f"# {percent_text(config.canary_percent)}: every user's reads -> {everybody}; "
+                    "the key is still read,",
+                    "# and made up and set as the cookie for a user without one, as the proxy",
+                    "# does in any canary.",
+                    f"map $strangler_key_{i} $strangler_split_{i} {{ default {everybody}; }}",
+                ]
+            lines += [
                 f"map $strangler_made_{i} $strangler_cookie_{i} {{",
                 '    "" "";',
                 f"    default {_quote(cookie)};",
@@ -257,7 +313,7 @@ class _Renderer:
         if cap.mirror_target is not None:
             extra += [f"mirror {mirror_uri};", "mirror_request_body off;"]
         body = self._forwarding_body(target, host, name, self.edge.candidates(cap, target), extra)
-        if cap.splits:
+        if cap.keyed:
             body.append(f"add_header Set-Cookie $strangler_cookie_{i} always;")
         lines: list[str] = []
         for prefix in cap.config.prefixes:
@@ -316,6 +372,8 @@ class _Renderer:
             "",
             *self._forwarding(),
             "",
+            *self._refused_paths(),
+            "",
             *self._upstreams(),
         ]
         for cap in self.edge.capabilities:
@@ -332,6 +390,9 @@ class _Renderer:
             "    proxy_hide_header X-Request-ID;",
             "    proxy_hide_header X-Strangler-Upstream;",
             "    proxy_hide_header X-Strangler-Fallback;",
+            "    if ($strangler_refused_path) {  # refused as the proxy refuses it, unrouted",
+            "        return 400;",
+            "    }",
             "",
         ]
         claims_root = any("/" in cap.config.prefixes for cap in self.edge.capabilities)

@@ -3,7 +3,9 @@
 Per capability: which upstream block takes reads and which takes writes (or the sticky split
 that picks one per user), whether GETs are mirrored to the other side and at what rate. The
 phase's routing comes from strangler.phases, as the proxy's does; the split's percentage is
-read as nginx reads it (two decimals), so 0 % and 100 % need no split at all.
+read as nginx reads it (two decimals), so 0 % and 100 % need no split_clients. They still need
+the sticky key: the proxy reads it, and makes one up and sets it as the cookie, for every
+canary read whatever the percentage (proxy/decision.py splits_reads), so the edge does too.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ class CapabilityPlan:
     """One capability's routing in nginx terms.
 
     A target is an upstream block's name, or an nginx variable (`$...`) that holds one per
-    request: the split (`$strangler_split_<ident>`) or the side a mirror copy goes to.
+    request: the split (`$strangler_split_<ident>`) or the side a mirror copy goes to. Every
+    canary's reads go to its split variable, at 0 % and 100 % too, where it is one upstream for
+    everybody, since evaluating it computes the sticky key (and makes one up for the cookie).
     """
 
     name: str
@@ -35,7 +39,9 @@ class CapabilityPlan:
     write_target: str
     mirror_target: str | None  # where GET copies go; None: not mirrored
     sampled: bool  # mirror only shadow_percent of the GETs (else every GET)
-    splits: bool  # reads are split per user by the sticky key
+    keyed: bool  # canary: reads compute the sticky key, and set a made-up one as the cookie
+    splits: bool  # keyed, and split between both sides (0 % < canary_percent < 100 %)
+    everybody: Side | None  # keyed but not split: the side every user's reads go to
 
     @property
     def target(self) -> str:
@@ -85,14 +91,12 @@ def _capability(
 ) -> CapabilityPlan:
     routing = routing_of(cap.phase)
     canary = hundredths_of(cap.canary_percent)
-    splits = routing.reads is None and 0 < canary < 10_000
-    reads: Side | None
-    if routing.reads is not None:
-        reads = routing.reads
-    elif splits:
-        reads = None
-    else:
-        reads = Side.SERVICE if canary >= 10_000 else Side.MONOLITH
+    keyed = routing.reads is None
+    splits = keyed and 0 < canary < 10_000
+    everybody: Side | None = None
+    if keyed and not splits:
+        everybody = Side.SERVICE if canary >= 10_000 else Side.MONOLITH
+    reads = routing.reads  # None: per user, by the split variable
     shadow = hundredths_of(cap.shadow_percent)
     mirrors = routing.shadow_reads or (routing.reads is None and cap.shadow_during_canary)
     mirror_target: str | None = None
@@ -122,7 +126,9 @@ def _capability(
         write_target=blocks[routing.writes],
         mirror_target=mirror_target,
         sampled=mirror_target is not None and shadow < 10_000,
+        keyed=keyed,
         splits=splits,
+        everybody=everybody,
     )
 
 

@@ -9,6 +9,15 @@ nginx's: `ngx_murmur_hash2` (src/core/ngx_murmurhash.c) over the string nginx ev
 from a percentage written with two decimals (`percent * 100 * 0xffffffff / 10000`, in integer
 arithmetic). Both sides of that comparison are fixed here, once, for the proxy and the
 exporter.
+
+Upgrading a proxy that bucketed users with its earlier hash (blake2b, before this module) moves
+users of a running canary between the monolith and the service, once: finish the canary (100 %
+or reads_cutover) or restart it (back to 0 %, raised again after the upgrade) before deploying
+(docs/scale-out.md, "Upgrading during a canary"). A canary at 0 % or 100 % moves nobody.
+
+A key longer than KEY_BYTES_LIMIT bytes is not a key: both edges treat such a subject or cookie
+as absent (proxy/decision.py, the njs module of strangler.nginx_njs), so that no request makes
+an edge hash kilobytes of pure-Python murmur2 on the event loop.
 """
 
 from __future__ import annotations
@@ -18,7 +27,9 @@ from typing import Final
 
 __all__ = [
     "HASH_SPACE",
+    "KEY_BYTES_LIMIT",
     "hundredths_of",
+    "key_bytes",
     "murmur2",
     "percent_text",
     "split_key",
@@ -29,10 +40,14 @@ __all__ = [
 HASH_SPACE: Final = 1 << 32
 """murmur2 values lie in [0, HASH_SPACE)."""
 
+KEY_BYTES_LIMIT: Final = 256
+"""A token subject or sticky cookie value longer than this (UTF-8 bytes) counts as absent."""
+
 _M: Final = 0x5BD1E995
 _MASK: Final = 0xFFFFFFFF
-# One unpacker per word count: the keys hashed here are short (a subject, a 32-hex cookie).
-_WORDS = tuple(struct.Struct(f"<{n}I") for n in range(33))
+# One unpacker per word count: the keys hashed here are short (a capability's name and a
+# subject or cookie of at most KEY_BYTES_LIMIT bytes).
+_WORDS = tuple(struct.Struct(f"<{n}I") for n in range(129))
 
 
 def murmur2(data: bytes) -> int:
@@ -66,19 +81,21 @@ def split_key(capability: str, key: str) -> str:
     return f"{capability}:{key}"
 
 
-def sticky_hash(capability: str, key: str) -> int:
-    """murmur2 of the split key's UTF-8 bytes, as nginx hashes the njs-computed variable.
+def key_bytes(text: str) -> bytes:
+    """The UTF-8 bytes njs hands nginx for a string: a lone surrogate becomes U+FFFD.
 
     A subject read from a token may hold a lone surrogate (JSON allows `"\\ud800"`), which
-    has no UTF-8 form: njs hands nginx U+FFFD in its place, and so do we, instead of failing
-    the request.
+    has no UTF-8 form: njs turns it into U+FFFD, and so do we, instead of failing the request.
     """
-    text = split_key(capability, key)
     try:
-        data = text.encode()
+        return text.encode()
     except UnicodeEncodeError:
-        data = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text).encode()
-    return murmur2(data)
+        return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text).encode()
+
+
+def sticky_hash(capability: str, key: str) -> int:
+    """murmur2 of the split key's UTF-8 bytes, as nginx hashes the njs-computed variable."""
+    return murmur2(key_bytes(split_key(capability, key)))
 
 
 def hundredths_of(percent: float) -> int:

@@ -6,16 +6,22 @@ requests as the proxy does is test_edge_parity.py's business.
 
 from __future__ import annotations
 
+import random
 import re
+import socket
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import pytest
 import tomlkit
 import typer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from proxy.config import CapabilityConfig, ProxyOptions, UpstreamConfig, parse_config
+from proxy.paths import BadPath, normalise_path
 from strangler import export_cli
 from strangler.nginx_export import render, render_standalone
 from strangler.nginx_routing import (
@@ -26,7 +32,8 @@ from strangler.nginx_routing import (
     parse_routing,
 )
 from strangler.phases import PHASES, Phase, Side, routing_of
-from tests.nginx.nginx_process import nginx_check, require_nginx
+from tests.nginx.nginx_process import nginx_check, require_nginx, running_nginx
+from tests.support.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BLOCK = {Side.MONOLITH: "strangler_monolith", Side.SERVICE: "strangler_products_service"}
@@ -138,13 +145,25 @@ def test_canary_splits_reads_on_the_proxys_key_and_percentage() -> None:
     ) in conf
 
 
-def test_canary_at_zero_or_hundred_percent_needs_no_split() -> None:
-    nobody = rendered(document(phase="canary", canary_percent=0))
-    everybody = rendered(document(phase="canary", canary_percent=100))
-    for conf in (nobody, everybody):
-        assert "$strangler_split_products" not in conf and "js_set $strangler_key" not in conf
-    assert "proxy_pass http://strangler_monolith;" in location(nobody, '"/products/"')
-    assert method_map(everybody)["GET"] == "strangler_products_service"
+@pytest.mark.parametrize(("percent", "side"), [(0, Side.MONOLITH), (100, Side.SERVICE)])
+def test_canary_at_zero_or_hundred_percent_splits_nobody_but_keys_every_read(
+    percent: float, side: Side
+) -> None:
+    """No split_clients: one side for everybody. But the proxy reads the key, and makes one up
+    and sets it as the cookie, in a canary at any percentage: so does the export."""
+    doc = document(phase="canary", canary_percent=percent)
+    conf = rendered(doc)
+    assert "\nsplit_clients" not in conf
+    assert "js_set $strangler_key_products strangler_edge.key_products;" in conf
+    assert (
+        f"map $strangler_key_products $strangler_split_products {{ default {BLOCK[side]}; }}"
+    ) in conf
+    assert method_map(conf)["GET"] == "$strangler_split_products"
+    assert "add_header Set-Cookie $strangler_cookie_products always;" in location(
+        conf, '"/products/"'
+    )
+    js = render(parse_routing(tomlkit.dumps(doc)), listen="8080", js_path="/x.js").js
+    assert "function key_products(r)" in js
 
 
 def test_canary_shadowing_mirrors_each_read_to_the_side_that_did_not_answer() -> None:
@@ -170,9 +189,11 @@ def test_the_sticky_key_mode_reaches_the_njs_module() -> None:
 
 def test_upstreams_keep_connections_alive_and_locations_take_their_timeouts() -> None:
     conf = rendered(document(phase="writes_cutover"))
-    assert (
-        "upstream strangler_products_service {\n    server 127.0.0.1:8002;\n    keepalive 200;"
-    ) in conf
+    upstream = conf[conf.index("upstream strangler_products_service {") :]
+    upstream = upstream[: upstream.index("}")]
+    assert "    server 127.0.0.1:8002;\n" in upstream and "    keepalive 200;\n" in upstream
+    # keepalive is the idle connections kept per worker: the file must not call it a cap.
+    assert "Not a limit" in upstream and "max_conns" not in upstream
     body = location(conf, '"/products/"')
     assert "proxy_connect_timeout 500ms;" in body and "proxy_read_timeout 5000ms;" in body
     assert 'proxy_set_header Connection "";' in body
@@ -225,6 +246,125 @@ def test_a_prefix_written_twice_is_one_location_and_two_owners_are_refused() -> 
         parse_routing(tomlkit.dumps(doc))
 
 
+# -- the paths the proxy refuses are refused before routing --------------------------------
+
+
+def refused_path_map(conf: str) -> tuple[re.Pattern[bytes], re.Pattern[bytes]]:
+    """The export's two regexes over $request_uri, as PCRE reads them (bytes, ASCII case)."""
+    found = re.search(r"map \$request_uri \$strangler_refused_path \{\n(.*?)\n\}", conf, re.S)
+    assert found is not None
+    lines = found.group(1).splitlines()
+    assert [line.rsplit(" ", 1)[1] for line in lines] == ["1;", "0;", "1;"]
+    refused, accepted = (
+        line.strip().rsplit(" ", 1)[0][1:-1].replace("\\\\", "\\") for line in lines[:2]
+    )
+    assert refused.startswith("~*") and accepted.startswith("~*")
+    return re.compile(refused[2:].encode(), re.I), re.compile(accepted[2:].encode(), re.I)
+
+
+REFUSED, ACCEPTED = refused_path_map(rendered(document()))
+
+
+def export_refuses(uri: bytes) -> bool:
+    return REFUSED.search(uri) is not None or ACCEPTED.search(uri) is None
+
+
+def proxy_refuses(uri: bytes) -> bool:
+    """proxy/paths.py's verdict on a request target (uvicorn hands it the path alone)."""
+    try:
+        normalise_path(re.split(rb"[?#]", uri, maxsplit=1)[0])
+    except BadPath:
+        return True
+    return False
+
+
+# Pieces of request targets: encoded slashes, backslashes and NUL, bytes outside ASCII, UTF-8
+# escapes well formed and not (overlong, surrogates, past U+10FFFF, cut short), bare `%`.
+PATH_PIECES = [
+    *(b"/", b"a", b"/products", b";", b"~", b".", b"..", b"%2e%2e", b"%41", b"%7e"),
+    *(b"%2f", b"%2F", b"%5c", b"%5C", b"%00", b"\\", b"\xc3\xa9", b"\xff"),
+    *(b"%c3%a9", b"%C3%A9", b"%c3", b"%a9", b"%c2%80", b"%c1%bf", b"%c0%af", b"%df%bf"),
+    *(b"%e2%82%ac", b"%e0%a0%80", b"%e0%9f%bf", b"%ed%9f%bf", b"%ed%a0%80", b"%ef%bf%bf"),
+    *(b"%f0%9f%98%80", b"%f0%8f%bf%bf", b"%f4%8f%bf%bf", b"%f4%90%80%80", b"%f5%80%80%80"),
+    *(b"%", b"%z", b"%zz", b"%4", b"?q=%2f%ff", b"#f%2f"),
+]
+paths = st.lists(st.sampled_from(PATH_PIECES), max_size=8).map(lambda ps: b"/" + b"".join(ps))
+
+
+@settings(max_examples=400, deadline=None)
+@given(uri=paths)
+def test_the_export_refuses_exactly_the_paths_the_proxy_refuses(uri: bytes) -> None:
+    """nginx decodes %2F into a slash and routes /products%2Fx as /products/x; the proxy
+    answers 400. The exported server refuses what the proxy refuses, and nothing else."""
+    assert export_refuses(uri) is proxy_refuses(uri), uri
+
+
+def test_the_refusal_comes_before_routing() -> None:
+    conf = rendered(document())
+    server = conf[conf.index("server {") :]
+    assert server.index("if ($strangler_refused_path) {") < server.index("location ")
+    assert "return 400;" in server.split("location ")[0]
+
+
+def nginx_refuses_itself(uri: bytes) -> bool:
+    """What nginx answers 400 on its own (docs/scale-out.md, "Known differences"): a `%` not
+    followed by two hex digits, a `..` that climbs above the root."""
+    path = re.split(rb"[?#]", uri, maxsplit=1)[0]
+    if re.search(rb"%(?![0-9a-fA-F]{2})", path):
+        return True
+    depth = 0
+    for segment in unquote_to_bytes(path).split(b"/")[1:]:
+        if segment == b"..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif segment not in (b"", b"."):
+            depth += 1
+    return False
+
+
+def status_of(port: int, uri: bytes) -> int:
+    request = b"GET " + uri + b" HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        answer = b"".join(iter(lambda: sock.recv(65536), b""))
+    return int(answer.split(b" ", 2)[1])
+
+
+def test_nginx_answers_400_to_the_paths_the_proxy_refuses(tmp_path: Path) -> None:
+    """The real nginx with the export: 400 for what the proxy refuses; else the request is
+    routed (its upstream is down: 502), unless nginx itself refuses it, as documented."""
+    require_nginx()
+    doc = document(phase="canary", canary_percent=50)
+    doc["upstreams"]["monolith"]["url"] = "http://127.0.0.1:9"
+    doc["upstreams"]["products_service"]["url"] = "http://127.0.0.1:9"
+    port = free_port()
+    export = render(
+        parse_routing(tomlkit.dumps(doc)),
+        listen=f"127.0.0.1:{port}",
+        js_path=str(tmp_path / "strangler.js"),
+    )
+    (tmp_path / "strangler.js").write_text(export.js)
+    (tmp_path / "strangler.conf").write_text(export.conf)
+    (tmp_path / "logs").mkdir()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(render_standalone(include=str(tmp_path / "strangler.conf")))
+    rng = random.Random(7)
+    uris = [b"/" + piece for piece in PATH_PIECES]
+    uris += [b"/products/" + piece + b"x" for piece in PATH_PIECES]
+    uris += [b"/" + b"".join(rng.choices(PATH_PIECES, k=rng.randint(1, 6))) for _ in range(300)]
+    with running_nginx(tmp_path, conf, port):
+        statuses = {uri: status_of(port, uri) for uri in uris}
+    wrong = [
+        (uri, status)
+        for uri, status in statuses.items()
+        if status != (400 if proxy_refuses(uri) or nginx_refuses_itself(uri) else 502)
+    ]
+    assert not wrong, wrong[:10]
+    assert sum(status == 502 for status in statuses.values()) > len(uris) // 4
+    assert sum(proxy_refuses(uri) for uri in uris) > len(uris) // 4
+
+
 def test_trusted_proxies_extend_forwarded_headers_only_for_them() -> None:
     doc = document()
     doc["proxy"]["trusted_proxies"] = ["10.0.0.0/8", "::1"]
@@ -249,6 +389,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
     "canary by cookie": {"phase": "canary", "canary_percent": 50, "sticky_key": "cookie"},
     "shadow sampled": {"phase": "shadow", "shadow_percent": 0.5},
+    "canary at 0 %": {"phase": "canary", "canary_percent": 0},
+    "canary at 100 % shadowed": {
+        "phase": "canary",
+        "canary_percent": 100,
+        "shadow_during_canary": True,
+        "shadow_percent": 20,
+    },
     "claims everything": {"phase": "canary", "canary_percent": 5, "prefixes": ["/"]},
 }
 

@@ -68,15 +68,6 @@ def test_zero_and_hundred_percent_take_nobody_and_everybody() -> None:
     assert decide(policy, "GET", "sub:anyone").primary is Side.SERVICE
 
 
-def test_per_call_cost_of_the_bucket_stays_small() -> None:
-    """The hash runs on every canary read: pure Python, it must stay within microseconds."""
-    import timeit
-
-    key = "cookie:0123456789abcdef0123456789abcdef"
-    seconds = min(timeit.repeat(lambda: bucket_of("products", key), number=2000, repeat=5))
-    assert seconds / 2000 < 50e-6, f"{seconds / 2000 * 1e6:.1f} us per call"
-
-
 PERCENTS = [0.01, 12.5, 33.33, 50, 99.99]
 
 
