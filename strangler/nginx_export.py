@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from strangler.nginx_njs import render_njs
 from strangler.nginx_plan import CapabilityPlan, EdgePlan, plan
-from strangler.nginx_routing import EdgeRouting
+from strangler.nginx_routing import EdgeRouting, address
 from strangler.phases import Side
 from strangler.split import percent_text, split_key
 
@@ -116,7 +116,7 @@ class _Renderer:
             upstream = self.edge.routing.upstreams[name]
             lines += [
                 f"upstream {block} {{",
-                f"    server {upstream.address};",
+                f"    server {address(upstream)};",
                 "    # Idle connections each worker keeps open for reuse (the proxy's pool size,",
                 "    # max_connections). Not a limit: nginx opens as many as requests need.",
                 f"    keepalive {upstream.max_connections};",
@@ -245,7 +245,7 @@ class _Renderer:
         """Maps from a variable upstream to its Host header and its routing.toml name."""
         blocks = self.edge.candidates(cap, variable)
         lines = [f"map {variable} {host} {{"]
-        lines += [f"    {b} {_quote(self.edge.upstream(b).address)};" for b in blocks]
+        lines += [f"    {b} {_quote(address(self.edge.upstream(b)))};" for b in blocks]
         lines.append("}")
         if name is not None:
             lines.append(f"map {variable} {name} {{")
@@ -306,7 +306,7 @@ class _Renderer:
         if target.startswith("$"):
             host, name = f"$strangler_host_{i}", f"$strangler_name_{i}"
         else:
-            host = _quote(self.edge.upstream(target).address)
+            host = _quote(address(self.edge.upstream(target)))
             name = _quote(self.edge.name_of(target))
         extra: list[str] = []
         mirror_uri = f"{_MIRROR_ROOT}/{i}"
@@ -327,7 +327,7 @@ class _Renderer:
             if mirror.startswith("$"):
                 mirror_host = f"$strangler_shadow_host_{i}"
             else:
-                mirror_host = _quote(self.edge.upstream(mirror).address)
+                mirror_host = _quote(address(self.edge.upstream(mirror)))
             mirror_body = [
                 "internal;",
                 "if ($request_method != GET) { return 204; }  # the proxy shadows GETs only",
@@ -401,7 +401,7 @@ class _Renderer:
                 "/",
                 self._forwarding_body(
                     default_block,
-                    _quote(default.address),
+                    _quote(address(default)),
                     _quote(options.default_upstream),
                     [default_block],
                     [],

@@ -14,8 +14,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from strangler.nginx_routing import EdgeCapability, EdgeRouting, EdgeUpstream
+from strangler.nginx_routing import EdgeRouting
 from strangler.phases import Side, routing_of
+from strangler.routing_file import CapabilityConfig, UpstreamConfig
 from strangler.split import hundredths_of, percent_text
 
 __all__ = ["CapabilityPlan", "EdgePlan", "plan"]
@@ -33,7 +34,7 @@ class CapabilityPlan:
 
     name: str
     ident: str  # the name as it can appear in nginx variable names
-    config: EdgeCapability
+    config: CapabilityConfig
     summary: str  # one line for a person reading the generated file
     read_target: str
     write_target: str
@@ -57,7 +58,7 @@ class EdgePlan:
     upstream_block: dict[str, str]  # routing.toml's upstream name -> nginx upstream block
     capabilities: list[CapabilityPlan]
 
-    def upstream(self, block: str) -> EdgeUpstream:
+    def upstream(self, block: str) -> UpstreamConfig:
         return self.routing.upstreams[self.name_of(block)]
 
     def name_of(self, block: str) -> str:
@@ -87,7 +88,7 @@ def _idents(names: Iterable[str]) -> dict[str, str]:
 
 
 def _capability(
-    name: str, ident: str, cap: EdgeCapability, blocks: dict[Side, str], cookie: str
+    name: str, ident: str, cap: CapabilityConfig, blocks: dict[Side, str], cookie: str
 ) -> CapabilityPlan:
     routing = routing_of(cap.phase)
     canary = hundredths_of(cap.canary_percent)

@@ -20,17 +20,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from proxy.config import CapabilityConfig, ProxyOptions, UpstreamConfig, parse_config
+from proxy.config import ConfigError, parse_config
 from proxy.paths import BadPath, normalise_path
 from strangler import export_cli
 from strangler.nginx_export import render, render_standalone
-from strangler.nginx_routing import (
-    EdgeCapability,
-    EdgeOptions,
-    EdgeUpstream,
-    RoutingFileError,
-    parse_routing,
-)
+from strangler.nginx_routing import RoutingFileError, parse_routing
 from strangler.phases import PHASES, Phase, Side, routing_of
 from tests.nginx.nginx_process import nginx_check, require_nginx, running_nginx
 from tests.support.processes import free_port
@@ -242,7 +236,7 @@ def test_a_prefix_written_twice_is_one_location_and_two_owners_are_refused() -> 
     assert conf.count('location "/products/"') == 1
     doc = document()
     doc["capabilities"]["other"] = {"prefixes": ["/products/"], "service": "monolith"}
-    with pytest.raises(RoutingFileError, match="is already a prefix of capabilities.products"):
+    with pytest.raises(RoutingFileError, match="overlaps the same prefix of capabilities.products"):
         parse_routing(tomlkit.dumps(doc))
 
 
@@ -441,46 +435,23 @@ def test_the_repositorys_routing_file_exports_and_checks(tmp_path: Path) -> None
     assert checked.returncode == 0, checked.stderr
 
 
-# -- the reader agrees with the proxy's, and refuses what it cannot export ----------------------
+# -- the reader is the proxy's, and refuses what nginx cannot be given --------------------------
 
 
 def test_the_export_reads_routing_toml_as_the_proxy_does() -> None:
+    """One model of the file (strangler.routing_file): the export cannot read it otherwise."""
     text = (ROOT / "routing.toml").read_text()
-    ours, proxys = parse_routing(text), parse_config(text)
-    assert ours.proxy.default_upstream == proxys.proxy.default_upstream
-    assert ours.proxy.body_limit_bytes == proxys.proxy.body_limit_bytes
-    assert ours.proxy.trusted_proxies == proxys.proxy.trusted_proxies
-    assert ours.proxy.sticky_cookie == proxys.proxy.sticky_cookie
-    for name, upstream in proxys.upstreams.items():
-        mine = ours.upstreams[name]
-        assert str(mine.url).rstrip("/") == upstream.origin
-        assert (mine.connect_timeout, mine.read_timeout, mine.max_connections) == (
-            upstream.connect_timeout,
-            upstream.read_timeout,
-            upstream.max_connections,
-        )
-    for name, capability in proxys.capabilities.items():
-        mine_cap = ours.capabilities[name]
-        for field in EdgeCapability.model_fields:
-            assert getattr(mine_cap, field) == getattr(capability, field), field
-
-
-@pytest.mark.parametrize(
-    ("ours", "theirs"),
-    [
-        (EdgeOptions, ProxyOptions),
-        (EdgeUpstream, UpstreamConfig),
-        (EdgeCapability, CapabilityConfig),
-    ],
-)
-def test_defaults_match_the_proxys(ours: Any, theirs: Any) -> None:
-    """A field the proxy defaults one way and the export another would route differently."""
-    for name, field in ours.model_fields.items():
-        assert field.default == theirs.model_fields[name].default, name
+    assert parse_routing(text) == parse_config(text)
 
 
 def base_text(**capability: Any) -> str:
     return tomlkit.dumps(document(**capability))
+
+
+def edited(section: str, **values: Any) -> str:
+    doc = document()
+    doc.setdefault(section, {}).update(values)
+    return tomlkit.dumps(doc)
 
 
 @pytest.mark.parametrize(
@@ -504,8 +475,9 @@ def base_text(**capability: Any) -> str:
         (base_text().replace('"monolith"\n', '"elsewhere"\n', 1), "proxy.default_upstream"),
         (
             base_text().replace("[capabilities.products]", '[capabilities."pro ducts"]'),
-            "cannot be exported to nginx",
+            "cannot be exported to nginx: capabilities.pro ducts: the name cannot be part",
         ),
+        (edited("proxy", sticky_cookie="k$v"), "proxy.sticky_cookie: 'k$v' is not a cookie"),
     ],
 )
 def test_a_routing_file_that_cannot_be_exported_is_refused_naming_the_field(
@@ -513,6 +485,33 @@ def test_a_routing_file_that_cannot_be_exported_is_refused_naming_the_field(
 ) -> None:
     with pytest.raises(RoutingFileError, match=re.escape(names)):
         parse_routing(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        (edited("breaker", failure_threshold=0), "breaker.failure_threshold"),
+        (edited("proxy", shadow_workers=0), "proxy.shadow_workers"),
+        (edited("proxy", colour="red"), "proxy.colour"),
+        (base_text(colour="red"), "capabilities.products.colour"),
+        (base_text(ignore_fields="price"), "capabilities.products.ignore_fields"),
+        (
+            base_text(related_write_prefixes=["/products/"]),
+            "capabilities.products.related_write_prefixes: '/products' is a prefix",
+        ),
+    ],
+)
+def test_the_export_refuses_what_the_proxy_refuses_in_the_fields_it_does_not_use(
+    text: str, names: str
+) -> None:
+    """nginx never acts on these fields, but a file the proxy would refuse must not reach an
+    edge either: both edges serve from one routing.toml, and say the same of it."""
+    with pytest.raises(ConfigError) as proxys:
+        parse_config(text)
+    with pytest.raises(RoutingFileError) as ours:
+        parse_routing(text)
+    assert names in str(proxys.value)
+    assert str(ours.value) == str(proxys.value)
 
 
 # -- the command -------------------------------------------------------------------------------
