@@ -7,11 +7,7 @@ directory. Each test first puts the capability in the phase it needs through the
 
 from __future__ import annotations
 
-import os
-import re
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,11 +18,17 @@ import httpx
 import pytest
 
 from strangler.phases import PHASES, Phase, routing_of
-from strangler.supervisor import die_with_parent
-from tests.support.processes import free_port, monolith_env, service_env, wait_until_healthy
+from tests.support.processes import monolith_env, service_env, wait_until_healthy
+from tests.support.up import (
+    ROOT,
+    free_up_ports,
+    routing_for,
+    start_up,
+    stop_up,
+    up_argv,
+    wait_for_banner,
+)
 
-STRANGLER = [sys.executable, "-c", "from strangler.cli import main; main()"]
-ROOT = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "dashboard-test-admin-token"
 CAPABILITY = "products"
 
@@ -76,30 +78,11 @@ class System:
         return entries
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Ctrl-C the process group (`up` stops its children in order), then kill what is left."""
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGINT)
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    process.wait()
-
-
 @pytest.fixture(scope="session")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     tmp = tmp_path_factory.mktemp("dashboard-system")
-    monolith_port, service_port, proxy_port = free_port(), free_port(), free_port()
-    routing = tmp / "routing.toml"
-    routing.write_text(
-        (ROOT / "routing.toml")
-        .read_text()
-        .replace("127.0.0.1:8001", f"127.0.0.1:{monolith_port}")
-        .replace("127.0.0.1:8002", f"127.0.0.1:{service_port}")
-    )
+    ports = free_up_ports()
+    routing = routing_for(ports, tmp)
     env = {
         **monolith_env(f"sqlite:///{tmp / 'monolith.db'}", tmp),
         **{
@@ -113,54 +96,26 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         "STRANGLER_STATE_DIR": str(tmp / "state"),
         "STRANGLER_ROUTING_FILE": str(routing),
         "STRANGLER_ADMIN_TOKEN": ADMIN_TOKEN,
-        "STRANGLER_PROXY_URL": f"http://127.0.0.1:{proxy_port}",
-        "STRANGLER_MONOLITH_URL": f"http://127.0.0.1:{monolith_port}",
-        "STRANGLER_SERVICE_URL": f"http://127.0.0.1:{service_port}",
+        **ports.cli_env(),
         "PROXY_AUDIT_LOG": str(tmp / "audit.jsonl"),
         "PROXY_RELOAD_INTERVAL_SECONDS": "0.1",
         "PYTHONUNBUFFERED": "1",
         "COLUMNS": "200",
     }
     log = tmp / "up.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [
-                *STRANGLER,
-                "up",
-                "--products",
-                "40",
-                "--monolith-port",
-                str(monolith_port),
-                "--service-port",
-                str(service_port),
-                "--proxy-port",
-                str(proxy_port),
-                "--routing-file",
-                str(routing),
-            ],
-            env=env,
-            cwd=ROOT,  # as a newcomer runs it: the gates scan this source tree
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=die_with_parent,  # a killed test run leaves no servers behind
-        )
+    # as a newcomer runs it, from the repository: the gates scan this source tree
+    process = start_up(up_argv(ports, routing, products=40), env, log, cwd=ROOT)
     try:
-        proxy = f"http://127.0.0.1:{proxy_port}"
+        proxy = ports.proxy_url
         wait_until_healthy(proxy, process, log, "/_strangler/health")
-        banner = re.compile(r"^\s+dashboard\s+(http://\S+)", re.MULTILINE)
-        deadline = time.monotonic() + 60
-        while not (found := banner.search(log.read_text(errors="replace"))):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"strangler up printed no dashboard URL:\n{log.read_text()}")
-            time.sleep(0.1)
+        dashboard_url = wait_for_banner(process, log, ports.proxy, timeout=60)
         yield System(
             process=process,
             log=log,
             proxy=proxy,
-            dashboard_url=found.group(1),
+            dashboard_url=dashboard_url,
             audit_log=tmp / "audit.jsonl",
             state_dir=tmp / "state",
         )
     finally:
-        _stop(process)
+        stop_up(process)

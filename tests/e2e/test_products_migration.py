@@ -19,12 +19,9 @@ still exercised; the refusal itself fails the test.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import signal
 import subprocess
-import sys
 import threading
 import time
 import traceback
@@ -41,13 +38,20 @@ import pytest
 
 from proxy.decision import BUCKETS, bucket_of, canary_threshold, subject_of
 from strangler.gates import Thresholds
-from strangler.supervisor import die_with_parent
 from tests.support.databases import BACKENDS, database
 from tests.support.factories import Account, product_body, register, unique
-from tests.support.processes import free_port, monolith_env, service_env, wait_until_healthy
+from tests.support.processes import monolith_env, service_env, wait_until_healthy
+from tests.support.up import (
+    ROOT,
+    STRANGLER,
+    free_up_ports,
+    routing_for,
+    start_up,
+    stop_up,
+    up_argv,
+    wait_for_banner,
+)
 
-STRANGLER = [sys.executable, "-c", "from strangler.cli import main; main()"]
-ROOT = Path(__file__).resolve().parents[2]
 CAPABILITY = "products"
 ADMIN_TOKEN = "e2e-admin-token"
 SEEDED_PRODUCTS = 200
@@ -170,34 +174,6 @@ class System:
         return counts
 
 
-def _wait_ready(process: subprocess.Popen[bytes], log: Path, proxy_port: int) -> None:
-    """Wait for the line `strangler up` prints once every child answered its readiness URL
-    (not merely for "ready" anywhere: the access logs of /ready polls contain that too)."""
-    banner = re.compile(rf"^ready\s+proxy\s+http://127\.0\.0\.1:{proxy_port}\b", re.MULTILINE)
-    deadline = time.monotonic() + 120
-    while not banner.search(log.read_text(errors="replace")):
-        if process.poll() is not None:
-            raise AssertionError(
-                f"strangler up exited with {process.returncode}:\n{log.read_text()}"
-            )
-        if time.monotonic() > deadline:
-            raise AssertionError(f"strangler up not ready after 120 s:\n{log.read_text()}")
-        time.sleep(0.2)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Ctrl-C the process group (`up` stops its children in order), then kill what is left."""
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGINT)
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    process.wait()
-
-
 @contextmanager
 def running_system(backend: str, tmp_path: Path) -> Iterator[System]:
     """`strangler up` on free ports, two fresh databases, every file inside tmp_path."""
@@ -205,17 +181,8 @@ def running_system(backend: str, tmp_path: Path) -> Iterator[System]:
         database(backend, tmp_path / "monolith-db") as monolith_db,
         database(backend, tmp_path / "service-db") as service_db,
     ):
-        monolith_port, service_port, proxy_port = free_port(), free_port(), free_port()
-        routing = tmp_path / "routing.toml"
-        routing.write_text(
-            (ROOT / "routing.toml")
-            .read_text()
-            .replace("127.0.0.1:8001", f"127.0.0.1:{monolith_port}")
-            .replace("127.0.0.1:8002", f"127.0.0.1:{service_port}")
-        )
-        proxy = f"http://127.0.0.1:{proxy_port}"
-        monolith = f"http://127.0.0.1:{monolith_port}"
-        service = f"http://127.0.0.1:{service_port}"
+        ports = free_up_ports()
+        routing = routing_for(ports, tmp_path)
         env = {
             **monolith_env(monolith_db, tmp_path),
             **{
@@ -230,51 +197,27 @@ def running_system(backend: str, tmp_path: Path) -> Iterator[System]:
             "STRANGLER_ROUTING_FILE": str(routing),
             "PYTHONUNBUFFERED": "1",
             "STRANGLER_ADMIN_TOKEN": ADMIN_TOKEN,
-            "STRANGLER_PROXY_URL": proxy,
-            "STRANGLER_MONOLITH_URL": monolith,
-            "STRANGLER_SERVICE_URL": service,
+            **ports.cli_env(),
             "PROXY_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
             "COLUMNS": "200",
         }
         log = tmp_path / "up.log"
-        with log.open("wb") as sink:
-            process = subprocess.Popen(
-                [
-                    *STRANGLER,
-                    "up",
-                    "--products",
-                    str(SEEDED_PRODUCTS),
-                    "--monolith-port",
-                    str(monolith_port),
-                    "--service-port",
-                    str(service_port),
-                    "--proxy-port",
-                    str(proxy_port),
-                    "--routing-file",
-                    str(routing),
-                ],
-                env=env,
-                cwd=ROOT,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=die_with_parent,  # a killed test run leaves no servers behind
-            )
+        process = start_up(up_argv(ports, routing, SEEDED_PRODUCTS), env, log, cwd=ROOT)
         try:
-            _wait_ready(process, log, proxy_port)
-            wait_until_healthy(proxy, process, log, "/_strangler/health")
+            wait_for_banner(process, log, ports.proxy, timeout=120)
+            wait_until_healthy(ports.proxy_url, process, log, "/_strangler/health")
             yield System(
                 process,
                 log,
-                proxy,
-                monolith,
-                service,
+                ports.proxy_url,
+                ports.monolith_url,
+                ports.service_url,
                 env,
                 tmp_path / "audit.jsonl",
                 tmp_path / "sync-token",
             )
         finally:
-            _stop(process)
+            stop_up(process)
 
 
 # --------------------------------------------------------------------------------------------

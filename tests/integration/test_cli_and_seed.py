@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,12 +17,18 @@ import pytest
 from sqlalchemy import func, select, text
 
 from strangler.db import create_db_engine
-from strangler.supervisor import die_with_parent
 from tests.support.databases import BACKENDS, database
-from tests.support.processes import free_port, monolith_env, service_env, wait_until_healthy
-
-STRANGLER = [sys.executable, "-c", "from strangler.cli import main; main()"]
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.processes import monolith_env, service_env, wait_until_healthy
+from tests.support.up import (
+    ROOT,
+    STRANGLER,
+    free_up_ports,
+    routing_for,
+    start_up,
+    stop_up,
+    up_argv,
+    wait_for_banner,
+)
 
 
 def _count(url: str, table: str) -> int:
@@ -87,70 +92,27 @@ class Up:
 @pytest.fixture
 def up(tmp_path: Path) -> Iterator[Up]:
     """`strangler up` on free ports, with a routing file pointing at its monolith."""
-    monolith_port, service_port, proxy_port = free_port(), free_port(), free_port()
-    routing = tmp_path / "routing.toml"
-    routing.write_text(
-        (ROOT / "routing.toml")
-        .read_text()
-        .replace("127.0.0.1:8001", f"127.0.0.1:{monolith_port}")
-        .replace("127.0.0.1:8002", f"127.0.0.1:{service_port}")
-    )
+    ports = free_up_ports()
+    routing = routing_for(ports, tmp_path)
     env = {
         **_system_env(
             f"sqlite:///{tmp_path / 'up.db'}", f"sqlite:///{tmp_path / 'svc.db'}", tmp_path
         ),
         "PYTHONUNBUFFERED": "1",
         "STRANGLER_ADMIN_TOKEN": "up-test-token",
-        "STRANGLER_PROXY_URL": f"http://127.0.0.1:{proxy_port}",
-        "STRANGLER_MONOLITH_URL": f"http://127.0.0.1:{monolith_port}",
-        "STRANGLER_SERVICE_URL": f"http://127.0.0.1:{service_port}",
+        **ports.cli_env(),
         "PROXY_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
         "COLUMNS": "200",
     }
     log = tmp_path / "up.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [
-                *STRANGLER,
-                "up",
-                "--products",
-                "1000",
-                "--monolith-port",
-                str(monolith_port),
-                "--service-port",
-                str(service_port),
-                "--proxy-port",
-                str(proxy_port),
-                "--routing-file",
-                str(routing),
-            ],
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=die_with_parent,  # a killed test run leaves no servers behind
-        )
+    process = start_up(up_argv(ports, routing, products=1000), env, log)
     try:
-        wait_until_healthy(f"http://127.0.0.1:{proxy_port}", process, log, "/_strangler/health")
-        # `up` prints its ready banner (the proxy URL "send traffic here") once every child
-        # answers; "ready" alone also matches the children's earlier lines (their /ready URLs).
-        deadline = time.monotonic() + 60
-        while "send traffic here" not in log.read_text() and time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"strangler up exited:\n{log.read_text()}")
-            time.sleep(0.1)
-        yield Up(
-            process,
-            log,
-            f"http://127.0.0.1:{proxy_port}",
-            f"http://127.0.0.1:{monolith_port}",
-            f"http://127.0.0.1:{service_port}",
-            env,
-        )
+        wait_until_healthy(ports.proxy_url, process, log, "/_strangler/health")
+        wait_for_banner(process, log, ports.proxy, timeout=60)
+        yield Up(process, log, ports.proxy_url, ports.monolith_url, ports.service_url, env)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        # the tests check how `up` stops (Ctrl-C, a child dying); what is left is killed
+        stop_up(process, interrupt=False)
 
 
 def test_up_serves_the_seeded_system_through_the_proxy_and_stops_on_ctrl_c(up: Up) -> None:
