@@ -22,14 +22,16 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from proxy.paths import BadPath, normalise_path
 from tests.attacks.conftest import Shop, proxy_in_front
 
 DEFAULT_EXAMPLES = 3  # per operation and generation mode
@@ -65,6 +67,14 @@ EXCLUDED: dict[str, list[schemathesis.CheckFunction]] = {
 class Tally:
     cases: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
+
+
+def _proxy_routes(formatted_path: str) -> bool:
+    try:
+        normalise_path(quote(formatted_path, safe="/%:@!$&'()*+,;=-._~").encode("ascii"))
+    except BadPath:
+        return False
+    return True
 
 
 def _routable(case: schemathesis.Case) -> bool:
@@ -105,6 +115,10 @@ def _fuzz_operation(
         phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target],  # no shrinking
     )
     def run(case: schemathesis.Case) -> None:
+        # The filter above sees the generated values; a negative case may still reach the wire
+        # with a path the proxy refuses (a backslash after serialisation): ask the proxy's own
+        # rule about the path as it will be sent, and leave those out too.
+        assume(not proxied or _proxy_routes(case.formatted_path))
         tally.cases += 1
         response = case.call_and_validate(
             base_url=base_url,
