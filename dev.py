@@ -4,12 +4,16 @@
 
 Both create (or refresh) the virtual environment in .venv first, so they work on a fresh
 machine with nothing but Python 3.11+. Only the standard library is used here, on purpose.
+
+Ctrl-C or SIGTERM while a command runs is passed on to it, and dev.py waits for it to finish
+stopping (`up` stops its servers in order) and exits with the command's own status.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import venv
@@ -19,6 +23,8 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".strangler-installed"
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 CHECKS = [
     ("ruff (lint)", ["ruff", "check", "."]),
@@ -50,9 +56,54 @@ def ensure_environment() -> None:
     STAMP.write_text(wanted)
 
 
+class Stopped(Exception):
+    """A stop (Ctrl-C, SIGTERM) came while a command ran; the command has exited with `code`,
+    and nothing after it should run."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"stopped (exit {code})")
+        self.code = code
+
+
+def _ctrl_c_reaches_the_command() -> bool:
+    """Whether a SIGINT to dev.py is a Ctrl-C its command received as well: dev.py is the
+    terminal's foreground job, whose whole process group the terminal signals (as a Windows
+    console signals every process attached to it)."""
+    if os.name == "nt":
+        return True
+    try:
+        return os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:  # stdin is no terminal, or not this session's: nothing sent it to all
+        return False
+
+
 def run(argv: list[str]) -> int:
+    """Run `argv` in the repository and return its exit status.
+
+    SIGTERM (a service manager, `kill`), and SIGINT unless it is a terminal's Ctrl-C, are
+    passed on to the command instead of ending dev.py, which would leave it running (and
+    `strangler up`'s servers holding their ports). Ctrl-C reaches the command directly and is
+    not sent twice: `strangler up` would ignore the second, pytest would take it for "stop at
+    once". When a stop came, Stopped is raised once the command exited.
+    """
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return subprocess.run(argv, cwd=ROOT, env=env, check=False).returncode
+    child = subprocess.Popen(argv, cwd=ROOT, env=env)
+    stopped_by: list[int] = []
+
+    def pass_on(signum: int, _frame: object) -> None:
+        stopped_by.append(signum)
+        if signum != signal.SIGINT or not _ctrl_c_reaches_the_command():
+            child.send_signal(signum)
+
+    previous = {signum: signal.signal(signum, pass_on) for signum in STOP_SIGNALS}
+    try:
+        code = child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if stopped_by:
+        raise Stopped(code if code >= 0 else 128 - code)
+    return code
 
 
 def up(extra: list[str]) -> int:
@@ -94,8 +145,13 @@ def main() -> int:
             "| chaos [pytest options] | bench [--quick] [--only NAME ...]"
         )
         return 2
-    ensure_environment()
-    return commands[sys.argv[1]](sys.argv[2:])
+    try:
+        ensure_environment()
+        return commands[sys.argv[1]](sys.argv[2:])
+    except Stopped as stop:
+        return stop.code
+    except KeyboardInterrupt:  # Ctrl-C while dev.py itself worked (creating the environment)
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":

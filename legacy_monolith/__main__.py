@@ -39,10 +39,12 @@ def seed(
         report = seed(Sessions(engine), product_count=products)
     finally:
         engine.dispose()
-    typer.echo(
-        f"seeded {report.users_added} users and {report.products_added} products "
-        f"(demo login: {DEMO_USERS[0][0]} / {DEMO_PASSWORD})"
-    )
+    login = f"demo login: {DEMO_USERS[0][0]} / {DEMO_PASSWORD}"
+    if report.users_added or report.products_added:
+        added = f"{report.users_added} users and {report.products_added} products"
+        typer.echo(f"seeded {added} ({login})")
+    else:  # a restart: say the data is there, not "seeded 0", which reads like a failure
+        typer.echo(f"demo data already there, nothing to add ({login})")
 
 
 @cli.command()

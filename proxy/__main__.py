@@ -33,6 +33,14 @@ def serve(
     observe_process("proxy")
     try:
         app = create_app(settings)
+    except FileNotFoundError as exc:
+        typer.echo(
+            f"error: no routing file at {settings.routing_file}\nwhat to do: copy the "
+            f"template there (cp routing.toml {settings.routing_file}), or set "
+            "PROXY_ROUTING_FILE to the file to serve, and start again",
+            err=True,
+        )
+        raise typer.Exit(code=2) from exc
     except (ConfigError, OSError) as exc:
         typer.echo(
             f"error: {exc}\nwhat to do: fix {settings.routing_file} and start again", err=True

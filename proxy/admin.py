@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from proxy.admin_auth import Admin
-from proxy.config import ConfigError, validate_transition
+from proxy.config import CapabilityConfig, ConfigError, validate_transition
 from proxy.dashboard import create_dashboard_router
-from strangler.phases import Phase, routing_of
+from strangler.phases import Phase, gated_step, routing_of
 from strangler.problems import Problem, install_problem_handlers
 
 if TYPE_CHECKING:
@@ -40,11 +40,16 @@ class CapabilityChange(BaseModel):
     shadow_percent: Annotated[float, Field(ge=0, le=100)] | None = None
     shadow_during_canary: bool | None = None
     reason: Annotated[str, Field(max_length=500)] | None = None
+    # A step the runbook gates (a phase forward, a canary raise) says how its gates were
+    # met: "passed" (the caller checked them: `strangler advance`, the dashboard) or "forced"
+    # (with a reason). The API trusts the admin token's holder on this; its point is that no
+    # gate is skipped by accident, and that the audit log tells forced steps apart.
+    gates: Literal["passed", "forced"] | None = None
     # The closed write fence a phase change that moves writes must name (see proxy/fence.py).
     fence: Annotated[str, Field(max_length=64)] | None = None
 
     def changes(self) -> dict[str, Any]:
-        values = self.model_dump(exclude_none=True, exclude={"reason", "fence"})
+        values = self.model_dump(exclude_none=True, exclude={"reason", "fence", "gates"})
         if "phase" in values:
             values["phase"] = values["phase"].value
         return values
@@ -59,6 +64,26 @@ class FenceRequest(BaseModel):
     hold_seconds: Annotated[float, Field(gt=0, le=60)] | None = None
     lease_seconds: Annotated[float, Field(gt=0, le=300)] = 30.0
     drain_seconds: Annotated[float, Field(gt=0, le=60)] = 10.0
+
+
+def _require_gates(
+    name: str, body: CapabilityChange, before: CapabilityConfig, after: CapabilityConfig
+) -> None:
+    """Refuse a gated step whose caller neither checked the gates nor forced it with a reason."""
+    step = gated_step(before.phase, after.phase, before.canary_percent, after.canary_percent)
+    if step is None:
+        return
+    if body.gates is None:
+        raise Problem(
+            409,
+            f"{name}: {step} is a step the runbook gates, and this change does not say its "
+            f"gates were met. Run `strangler advance {name}` (or the dashboard's Advance), "
+            "which checks them; or force it with a reason: `strangler proxy set ... --force "
+            '--reason "..."`, or "gates": "forced" with a "reason" in this PATCH (the audit '
+            "log records it as forced).",
+        )
+    if body.gates == "forced" and not (body.reason and body.reason.strip()):
+        raise Problem(422, f"Forcing {step} past its gates needs a reason for the audit log.")
 
 
 def create_admin_app(runtime: ProxyRuntime) -> FastAPI:
@@ -169,8 +194,10 @@ def create_admin_app(runtime: ProxyRuntime) -> FastAPI:
                 validate_transition(current.config, config)
             except ConfigError as exc:
                 raise Problem(422, str(exc)) from exc
+            after = config.capabilities[name]
+            _require_gates(name, body, before, after)
             old_writes = routing_of(before.phase).writes
-            new_writes = routing_of(config.capabilities[name].phase).writes
+            new_writes = routing_of(after.phase).writes
             if old_writes is not new_writes and not (
                 body.fence and runtime.fences.of(name).holds(body.fence)
             ):
@@ -183,7 +210,16 @@ def create_admin_app(runtime: ProxyRuntime) -> FastAPI:
                     "`strangler rollback` do all of this." + (stale if body.fence else ""),
                 )
             runtime.routing_file.write(text)
-            runtime.apply(config, who=who, reason=body.reason, audit_what="admin_change")
+            gated = gated_step(
+                before.phase, after.phase, before.canary_percent, after.canary_percent
+            )
+            runtime.apply(
+                config,
+                who=who,
+                reason=body.reason,
+                audit_what="admin_change",
+                gates=body.gates if gated else None,
+            )
         after = runtime.state.current.config.capabilities[name]
         return {
             "capability": name,

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from proxy.admin import create_admin_app
-from proxy.config import ConfigError, RoutingConfig, parse_config
+from proxy.config import CapabilityConfig, ConfigError, RoutingConfig, parse_config
 from proxy.configfile import AuditEntry, RoutingFile
 from proxy.fence import WriteFences
 from proxy.forward import Forwarder
@@ -26,7 +26,7 @@ from proxy.runtime import RoutingState
 from proxy.ryw import ReadYourWrites
 from proxy.settings import ProxySettings
 from proxy.shadow import ShadowRecorder
-from strangler.phases import routing_of
+from strangler.phases import gated_step, routing_of
 from strangler.problems import Problem
 
 __all__ = ["ProxyRuntime", "create_app"]
@@ -51,6 +51,13 @@ def _capability_view(config: RoutingConfig) -> dict[str, dict[str, Any]]:
     }
 
 
+def _gated(previous: dict[str, CapabilityConfig], config: RoutingConfig, name: str) -> bool:
+    old, new = previous.get(name), config.capabilities.get(name)
+    if old is None or new is None:
+        return False
+    return gated_step(old.phase, new.phase, old.canary_percent, new.canary_percent) is not None
+
+
 class ProxyRuntime:
     """Everything the proxy holds while it runs, and the ASGI entry point."""
 
@@ -59,11 +66,11 @@ class ProxyRuntime:
         self.admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
         self.routing_file = RoutingFile(settings.routing_file, settings.audit_log)
         self.metrics = ProxyMetrics()
-        self.state = RoutingState(self.metrics)
+        self.state = RoutingState(self.metrics, last_version=self.routing_file.last_version())
         self.metrics.watch_pools(self.state.pool_samples)
         self.signature = self.routing_file.signature()
         config = parse_config(self.routing_file.read(), str(settings.routing_file))
-        self.state.apply(config)
+        self._record_version(self.state.apply(config).version)
         options = config.proxy
         self.shadow = ShadowRecorder(
             self.metrics,
@@ -91,11 +98,23 @@ class ProxyRuntime:
 
     # -- config changes ---------------------------------------------------------------
     def apply(
-        self, config: RoutingConfig, *, who: str, audit_what: str, reason: str | None = None
+        self,
+        config: RoutingConfig,
+        *,
+        who: str,
+        audit_what: str,
+        reason: str | None = None,
+        gates: str | None = None,
     ) -> None:
-        """Make `config` current and audit what changed in the capabilities."""
+        """Make `config` current and audit what changed in the capabilities.
+
+        `gates` is how the caller met the gates of a gated step ("passed" or "forced"); a
+        gated step that came without it (a hand edit of the file) is audited as "unchecked".
+        """
+        previous = self.state.current.config.capabilities
         before = _capability_view(self.state.current.config)
-        self.state.apply(config)
+        version = self.state.apply(config).version
+        self._record_version(version)
         self.signature = self.routing_file.signature()
         self.last_reload_error = None
         after = _capability_view(config)
@@ -111,8 +130,16 @@ class ProxyRuntime:
                         reason=reason,
                         old={k: old.get(k) for k in sorted(changed)},
                         new={k: new.get(k) for k in sorted(changed)},
+                        config_version=version,
+                        gates=(gates or "unchecked") if _gated(previous, config, name) else None,
                     )
                 )
+
+    def _record_version(self, version: int) -> None:
+        try:
+            self.routing_file.record_version(version)
+        except OSError as exc:  # the config applies all the same; only the count may restart
+            log.warning("could not record config version %d: %s", version, exc)
 
     def reload_if_changed(self) -> bool:
         """Apply routing.toml if it changed on disk; keep the running config if it is bad."""
@@ -122,7 +149,7 @@ class ProxyRuntime:
         self.signature = signature
         try:
             config = parse_config(self.routing_file.read(), str(self.settings.routing_file))
-            self._warn_unfenced(config)
+            self._warn_unguarded(config)
             self.apply(config, who="routing.toml", audit_what="file_edit")
         except (ConfigError, OSError) as exc:
             self.last_reload_error = str(exc)
@@ -132,14 +159,25 @@ class ProxyRuntime:
         log.info("routing config applied (version %d)", self.state.current.version)
         return True
 
-    def _warn_unfenced(self, config: RoutingConfig) -> None:
-        """A hand edit may move writes without the fence; it is the operator's escape hatch,
-        so it is applied, but said loudly."""
+    def _warn_unguarded(self, config: RoutingConfig) -> None:
+        """A hand edit may take a gated step without its gates, or move writes without the
+        fence; it is the operator's escape hatch, so it is applied, but said loudly."""
         current = self.state.current.config.capabilities
         for name, capability in config.capabilities.items():
             before = current.get(name)
             if before is None:
                 continue
+            step = gated_step(
+                before.phase, capability.phase, before.canary_percent, capability.canary_percent
+            )
+            if step is not None:
+                log.warning(
+                    "routing.toml took %s's step %s by hand: its gates were not checked "
+                    "(audited as unchecked); `strangler advance %s` checks them",
+                    name,
+                    step,
+                    name,
+                )
             old, new = routing_of(before.phase).writes, routing_of(capability.phase).writes
             if old is not new:
                 log.warning(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
@@ -30,12 +31,33 @@ class AuditEntry:
     old: dict[str, Any]
     new: dict[str, Any]
     reason: str | None = None
+    config_version: int | None = None
+    gates: str | None = None  # a gated step's: "passed" or "forced"
 
 
 class RoutingFile:
+    """The routing file, its audit log, and the config version it last reached.
+
+    The version is kept beside the file (`<name>.version`), so a restarted proxy numbers its
+    first config after the last one it applied: the version shown by `strangler proxy status`
+    and written into the audit log never goes backwards while the audit log goes on.
+    """
+
     def __init__(self, path: Path, audit_log: Path) -> None:
         self.path = path
         self.audit_log = audit_log
+        self.version_path = path.with_name(path.name + ".version")
+
+    def last_version(self) -> int:
+        """The version the last run applied; 0 when none was recorded (or it is unreadable,
+        which only restarts the count: nothing else depends on the number)."""
+        try:
+            return max(0, int(self.version_path.read_text().strip()))
+        except (OSError, ValueError):
+            return 0
+
+    def record_version(self, version: int) -> None:
+        _replace_atomically(self.version_path, f"{version}\n")
 
     def signature(self) -> tuple[int, int, int] | None:
         """What changes when the file does (inode, size, mtime); None when it is missing."""
@@ -61,21 +83,11 @@ class RoutingFile:
         return text, parse_config(text, str(self.path))
 
     def write(self, text: str) -> None:
-        directory = self.path.parent
-        fd, scratch = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=directory)
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(scratch, self.path)
-        except BaseException:
-            Path(scratch).unlink(missing_ok=True)
-            raise
+        _replace_atomically(self.path, text)
 
     def audit(self, entry: AuditEntry) -> None:
         self.audit_log.parent.mkdir(parents=True, exist_ok=True)
-        record = {
+        record: dict[str, object] = {
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "who": entry.who,
             "what": entry.what,
@@ -85,6 +97,10 @@ class RoutingFile:
         }
         if entry.reason:
             record["reason"] = entry.reason
+        if entry.gates is not None:
+            record["gates"] = entry.gates
+        if entry.config_version is not None:
+            record["config_version"] = entry.config_version
         with self.audit_log.open("a") as handle:
             handle.write(json.dumps(record, sort_keys=True) + "\n")
             handle.flush()
@@ -117,6 +133,28 @@ class RoutingFile:
 
 
 _TAIL_BLOCK = 16 * 1024
+
+
+def _replace_atomically(path: Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, fsync it, rename it over `path`: a
+    reader sees the old file or the new one, never half of one."""
+    fd, scratch = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        # mkstemp makes the file 0600: the apps that read the phase from it (under their own
+        # users, in a real deployment) would lose it at the first change. Keep the mode.
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except FileNotFoundError:
+            mode = 0o644
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(scratch, path)
+    except BaseException:
+        Path(scratch).unlink(missing_ok=True)
+        raise
 
 
 def _audit_entry(line: bytes) -> dict[str, Any] | None:

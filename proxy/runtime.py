@@ -99,8 +99,11 @@ def _pool(config: UpstreamConfig, *, shadow: bool) -> UpstreamPool:
 class RoutingState:
     """Holds the current CompiledConfig and applies new ones."""
 
-    def __init__(self, metrics: ProxyMetrics) -> None:
+    def __init__(self, metrics: ProxyMetrics, *, last_version: int = 0) -> None:
+        """`last_version` is the version the previous run of the proxy reached: the first
+        config applied here is numbered after it, so versions never go backwards."""
         self._metrics = metrics
+        self._last_version = last_version
         self._current: CompiledConfig | None = None
         self._retired: set[asyncio.Task[None]] = set()
 
@@ -170,7 +173,7 @@ class RoutingState:
             for prefix in capability.related_write_prefixes:
                 write_scopes[prefix] = route
         compiled = CompiledConfig(
-            version=(previous.version + 1) if previous else 1,
+            version=(previous.version if previous else self._last_version) + 1,
             config=config,
             prefixes=prefixes,
             capabilities=capabilities,

@@ -24,7 +24,7 @@ class ProxySettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="PROXY_", extra="ignore")
 
-    routing_file: Path = Path("routing.toml")
+    routing_file: Path = Path("var/routing.toml")
     audit_log: Path = Path("var/routing-audit.jsonl")
     admin_token: SecretStr | None = None
     sync_token: SecretStr | None = None

@@ -6,6 +6,9 @@ them: the toolkit stays independent of the system it migrates.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,12 +16,13 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from strangler import export_cli, migration_cli, sync_cli
 from strangler.admin_client import AdminApiError, admin_or_fail, admin_token_for_up
-from strangler.console import console, fail
+from strangler.console import JsonOption, console, fail, print_json, table
 from strangler.coupling import OwnershipConfigError, find_couplings, load_table_ownership
+from strangler.reset import plan_reset, running_up, up_pid_file
+from strangler.routing_file import ConfigError, parse_config
 from strangler.settings import CliSettings, read_or_create_secret
 from strangler.supervisor import ChildDied, ChildSpec, Supervisor
 
@@ -38,11 +42,21 @@ def _service(*args: str) -> list[str]:
 
 
 def _run_step(what: str, command: list[str]) -> None:
+    """Run one setup step (migrate, seed) to its end. In a session of its own, so a Ctrl-C
+    reaches only us: we end the step with SIGTERM, quietly, instead of a traceback from
+    wherever the step was when the terminal's SIGINT landed."""
     console.print(f"[cyan]→[/] {what}")
-    result = subprocess.run(command, check=False)
-    if result.returncode != 0:
+    step = subprocess.Popen(command, start_new_session=True)
+    try:
+        returncode = step.wait()
+    except KeyboardInterrupt:
+        step.terminate()
+        step.wait()
+        console.print("[cyan]stopped[/]")
+        raise typer.Exit(code=130) from None
+    if returncode != 0:
         raise fail(
-            f"{what} failed (exit {result.returncode}).",
+            f"{what} failed (exit {returncode}).",
             "read the output above; check MONOLITH_DATABASE_URL if the database is unreachable.",
         )
 
@@ -75,19 +89,117 @@ def _dashboard_url(proxy_url: str, admin_token: str, where: str, *, terminal: bo
     return f"{url}#token={admin_token}  (watch and step the migration in a browser)"
 
 
+def live_routing_file(live: Path, template: Path) -> Path:
+    """The routing file the system runs on: `live`, made from `template` when missing.
+
+    The template is the committed starting point; the live file is the migration state that
+    advances, rollbacks and hand edits change. Keeping them apart leaves the repository clean
+    and lets a restart carry on where the last run stopped (`strangler reset` starts over).
+    """
+    if live.exists():
+        console.print(f"[cyan]→[/] routing state {live} (kept from the last run)")
+        return live
+    try:
+        text = template.read_text()
+    except OSError as exc:
+        raise fail(
+            f"no routing file at {live}, and its template {template} cannot be read: {exc}",
+            "run from the repository root, or give --routing-template (or --routing-file).",
+        ) from exc
+    try:
+        parse_config(text, str(template))
+    except ConfigError as exc:
+        raise fail(f"the routing template is refused: {exc}", f"fix {template}.") from exc
+    live.parent.mkdir(parents=True, exist_ok=True)
+    live.write_text(text)
+    console.print(f"[cyan]→[/] routing state {live} (new, from the template {template})")
+    return live
+
+
+def _claim_state_dir(settings: CliSettings) -> None:
+    """Record this `up` in the state directory (`strangler reset` refuses while it runs), or
+    refuse to start a second one over the same state."""
+    running = running_up(settings)
+    if running is not None and running != os.getpid():
+        raise fail(
+            f"strangler up is already running from {settings.state_dir} (pid {running})",
+            f"use that one, or stop it first (Ctrl-C in its terminal, or kill -TERM {running})",
+        )
+    pid_file = up_pid_file(settings)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text(f"{os.getpid()}\n")
+    atexit.register(_release_state_dir, pid_file, os.getpid())
+
+
+def _release_state_dir(pid_file: Path, pid: int) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        if int(pid_file.read_text().strip()) == pid:
+            pid_file.unlink()
+
+
+@app.command()
+def reset(
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before removing")] = False,
+) -> None:
+    """Start the demo over: remove the live routing state, the audit log, the backfill and
+    reconcile records and the SQLite databases (tokens and keys stay)."""
+    settings = CliSettings()
+    running = running_up(settings)
+    if running is not None:
+        raise fail(
+            f"strangler up is running from {settings.state_dir} (pid {running}); a reset now "
+            "would pull its files from under it",
+            f"stop it first (Ctrl-C in its terminal, or kill -TERM {running}), then reset",
+        )
+    plan = plan_reset(settings)
+    if not plan.files and not plan.databases_left:
+        console.print("nothing to reset: no demo state here")
+        return
+    for path in plan.files:
+        console.print(f"  {escape(str(path))}")
+    if not yes and not typer.confirm(f"remove these {len(plan.files)} file(s)?"):
+        raise typer.Exit(code=1)
+    for path in plan.files:
+        path.unlink(missing_ok=True)
+    console.print(
+        f"removed {len(plan.files)} file(s); `strangler up` starts from {settings.routing_template}"
+    )
+    for url in plan.databases_left:
+        console.print(
+            f"[yellow]not touched:[/] {escape(url)}: not a SQLite file; drop and create it "
+            "yourself (e.g. dropdb/createdb) to start its data over"
+        )
+
+
 @app.command()
 def up(
     products: Annotated[int, typer.Option(min=0, help="How many demo products")] = 1000,
     monolith_port: Annotated[int, typer.Option(help="Port of the monolith")] = 8001,
     service_port: Annotated[int, typer.Option(help="Port of the products service")] = 8002,
     proxy_port: Annotated[int, typer.Option(help="Port of the proxy")] = 8000,
-    routing_file: Annotated[Path, typer.Option(help="The proxy's routing file")] = Path(
-        "routing.toml"
-    ),
+    routing_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="The live routing state (default: STRANGLER_ROUTING_FILE, else "
+            "var/routing.toml); made from --routing-template when missing"
+        ),
+    ] = None,
+    routing_template: Annotated[
+        Path | None,
+        typer.Option(
+            help="The starting routing file, copied to the live one on first start "
+            "(default: STRANGLER_ROUTING_TEMPLATE, else routing.toml)"
+        ),
+    ] = None,
 ) -> None:
-    """Migrate, seed, and run monolith, products service, proxy and relay until Ctrl-C."""
-    seed(products)
+    """Migrate, seed, and run monolith, products service, proxy and relay until Ctrl-C or
+    SIGTERM, which stop them all."""
     settings = CliSettings()
+    _claim_state_dir(settings)
+    routing_file = live_routing_file(
+        routing_file or settings.routing_file, routing_template or settings.routing_template
+    )
+    seed(products)
     admin_token, where = admin_token_for_up(settings)
     sync_token = settings.sync_token_value() or read_or_create_secret(settings.sync_token_file)
     python = sys.executable
@@ -143,6 +255,7 @@ def up(
         ),
     ]
     try:
+        supervisor.stop_on_signals()  # SIGTERM stops like Ctrl-C: in order, then exit 0
         supervisor.start(first)
         supervisor.wait_ready()
         for child in after_monolith:
@@ -156,12 +269,12 @@ def up(
             f"       monolith  {monolith_url}  (API docs at /docs)\n"
             f"       service   {service_url}  (API docs at /docs)\n"
             f"       admin     {proxy_url}/_strangler/status  (token in {where})\n"
-            "       relay     follows the phase in routing.toml\n"
+            f"       relay     follows the phase in {routing}\n"
             "       Ctrl-C stops everything",
             soft_wrap=True,  # a wrapped URL could not be clicked or copied whole
         )
         supervisor.watch()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM raised as StopRequested
         console.print("[cyan]stopping[/]")
     except ChildDied as exc:
         supervisor.stop_all()
@@ -179,6 +292,7 @@ def up(
 def coupling(
     config: Annotated[Path, typer.Option(help="The boundaries file")] = Path("boundaries.toml"),
     root: Annotated[Path, typer.Option(help="Directory that holds the packages")] = Path("."),
+    as_json: JsonOption = False,
 ) -> None:
     """List every place a capability touches tables it does not own; exit 1 if there are any."""
     try:
@@ -186,16 +300,35 @@ def coupling(
     except OwnershipConfigError as exc:
         raise fail(str(exc), f"fix {config} and run again.") from exc
     found = find_couplings(root, ownership)
+    if as_json:
+        print_json(
+            {
+                "couplings": [
+                    {
+                        "path": str(c.path),
+                        "line": c.line,
+                        "capability": c.capability,
+                        "kind": c.kind,
+                        "table": c.table,
+                        "owner": c.owner,
+                    }
+                    for c in found
+                ]
+            }
+        )
+        if found:
+            raise typer.Exit(code=1)
+        return
     if not found:
         owned = sum(len(t) for t in ownership.tables_by_capability.values())
         caps = len(ownership.tables_by_capability)
         console.print(f"[green]no coupling:[/] {caps} capabilities keep to their {owned} tables")
         return
-    table = Table("where", "capability", "what", "table", "owner", title="Data coupling")
+    listing = table("where", "capability", "what", "table", "owner", title="Data coupling")
     for c in found:
         cells = (f"{c.path}:{c.line}", c.capability, c.kind, c.table, c.owner or "(undeclared)")
-        table.add_row(*(escape(cell) for cell in cells))
-    console.print(table)
+        listing.add_row(*(escape(cell) for cell in cells))
+    console.print(listing)
     console.print(f"[red]{len(found)} coupling(s) found[/]")
     raise typer.Exit(code=1)
 
@@ -205,16 +338,19 @@ app.add_typer(proxy_app, name="proxy")
 
 
 @proxy_app.command("status")
-def proxy_status() -> None:
+def proxy_status(as_json: JsonOption = False) -> None:
     """Show each capability's phase, targets, rollout, shadow results and breakers."""
     try:
         status = admin_or_fail().status()
     except AdminApiError as exc:
         raise fail(str(exc), exc.hint) from exc
-    table = Table("capability", "phase", "reads", "writes", "canary %", "shadow", "mismatch rate")
+    if as_json:
+        print_json(status)
+        return
+    listing = table("capability", "phase", "reads", "writes", "canary %", "shadow", "mismatches")
     for name, cap in status["capabilities"].items():
         shadow = cap.get("shadow") or {}
-        table.add_row(
+        listing.add_row(
             name,
             cap["phase"],
             cap["reads"],
@@ -223,7 +359,7 @@ def proxy_status() -> None:
             f"{shadow.get('compared', 0)} compared",
             f"{shadow.get('mismatch_rate', 0):.4f}",
         )
-    console.print(table)
+    console.print(listing)
     breakers = ", ".join(
         f"{name}: {u['breaker']['state']}" for name, u in status["upstreams"].items()
     )
@@ -239,9 +375,20 @@ def proxy_set(
     canary_percent: Annotated[float | None, typer.Option(min=0, max=100)] = None,
     shadow_percent: Annotated[float | None, typer.Option(min=0, max=100)] = None,
     reason: Annotated[str | None, typer.Option(help="Why, for the audit log")] = None,
+    force: Annotated[
+        bool,
+        typer.Option(help="Take a gated step (a phase forward, a canary raise) unchecked"),
+    ] = False,
 ) -> None:
-    """Change a capability's phase or percentages through the proxy's admin API."""
-    changes = {
+    """Change a capability's phase or percentages through the proxy's admin API.
+
+    A step the runbook gates (a phase forward, raising the canary) is refused here: `strangler
+    advance` checks its gates. --force with --reason takes it anyway, recorded in the audit
+    log as forced. Going back (a phase or a percentage) needs neither.
+    """
+    if force and not (reason and reason.strip()):
+        raise fail("--force needs --reason", 'say why, e.g. --reason "gates checked by hand"')
+    changes: dict[str, object] = {
         key: value
         for key, value in {
             "phase": phase,
@@ -251,6 +398,8 @@ def proxy_set(
         }.items()
         if value is not None
     }
+    if force:
+        changes["gates"] = "forced"
     try:
         result = admin_or_fail().change(capability, changes)
     except AdminApiError as exc:

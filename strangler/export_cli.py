@@ -44,7 +44,9 @@ def _write(path: Path, text: str) -> None:
 def nginx(
     routing: Annotated[
         Path | None,
-        typer.Option(help="The routing file (default: STRANGLER_ROUTING_FILE, else routing.toml)"),
+        typer.Option(
+            help="The routing file (default: STRANGLER_ROUTING_FILE, else var/routing.toml)"
+        ),
     ] = None,
     output: Annotated[Path, typer.Option(help="Directory to write the files into")] = Path(
         "var/nginx"
@@ -73,7 +75,7 @@ def nginx(
     except RoutingFileError as exc:
         raise fail(
             str(exc),
-            "point --routing at the proxy's routing.toml, or fix the field named above, "
+            "point --routing at the proxy's routing file, or fix the field named above, "
             "and export again.",
         ) from exc
     if not listen or any(c in listen for c in ";{}\"' \t\n"):

@@ -9,16 +9,19 @@ module only prints them.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from strangler.admin_client import AdminApiError, AdminClient, admin_or_fail
-from strangler.console import console, errors, fail
+from strangler.console import JsonOption, console, errors, fail, print_json, table
 from strangler.migration_steps import (
+    DEFAULT_CANARY_PERCENT,
     StepPlan,
     StepRefused,
     advance_changes,
@@ -32,17 +35,18 @@ from strangler.migration_steps import (
     rollback_changes,
 )
 from strangler.phases import Phase, PhaseFile, SyncDirection, routing_of
-from strangler.runbook import STEPS, next_command
+from strangler.routing_file import ConfigError, load_config
+from strangler.runbook import STEPS, next_step
 from strangler.runbook import render as render_runbook
 from strangler.settings import CliSettings
 from strangler.sync.client import SyncApiError, SyncClient
 from strangler.sync.reconcile import last_verdict
-from strangler.write_switch import moves_writes
+from strangler.write_switch import SwitchReport, moves_writes
 
 __all__ = ["register"]
 
 
-def status() -> None:
+def status(as_json: JsonOption = False) -> None:
     """Per capability: phase, where reads and writes go, rollout, shadow results, relay lag,
     dead letters and breakers. Reads the proxy's admin API and each source side's sync API."""
     settings = CliSettings()
@@ -51,22 +55,8 @@ def status() -> None:
     except AdminApiError as exc:
         raise fail(str(exc), exc.hint) from exc
     token = settings.sync_token_value()
-    table = Table(
-        "capability",
-        "phase",
-        "reads",
-        "writes",
-        "canary %",
-        "shadow compares",
-        "mismatch rate",
-        "sync",
-        "pending",
-        "oldest",
-        "dead letters",
-        "last reconcile",
-    )
+    records = {}
     for name, cap in proxy["capabilities"].items():
-        shadow = cap.get("shadow") or {}
         direction = routing_of(Phase(cap["phase"])).sync
         lag: dict[str, object] = {}
         if direction is not None and token:
@@ -82,26 +72,56 @@ def status() -> None:
                 lag = {"pending": "unreachable"}
             finally:
                 client.close()
-        oldest = lag.get("oldest_age_seconds")
-        table.add_row(
-            name,
-            cap["phase"],
-            cap["reads"],
-            cap["writes"],
-            f"{cap['canary_percent']:g}",
-            str(shadow.get("compared", 0)),
-            f"{shadow.get('mismatch_rate', 0):.4f}",
-            direction.value if direction else "none",
-            str(lag.get("pending", "-")),
-            f"{oldest:.2f} s" if isinstance(oldest, float) else "-",
-            str(lag.get("dead_letters", "-")),
-            last_verdict(settings.state_dir / f"reconcile-{name}.json"),
+        records[name] = {
+            **cap,
+            "sync": direction.value if direction else None,
+            "relay": lag,
+            "last_reconcile": last_verdict(settings.state_dir / f"reconcile-{name}.json"),
+        }
+    if as_json:
+        print_json(
+            {
+                "config_version": proxy["config_version"],
+                "last_reload_error": proxy.get("last_reload_error"),
+                "capabilities": records,
+                "upstreams": proxy["upstreams"],
+            }
         )
-    console.print(table)
+        return
+    for name, record in records.items():
+        console.print(_status_table(name, record))
     breakers = ", ".join(f"{n}: {u['breaker']['state']}" for n, u in proxy["upstreams"].items())
     console.print(f"config version {proxy['config_version']}; breakers: {breakers}")
     if proxy.get("last_reload_error"):
         console.print(f"[red]last refused edit:[/] {escape(proxy['last_reload_error'])}")
+
+
+def _status_table(name: str, record: dict[str, Any]) -> Table:
+    """One capability as rows of (what, value): fits a narrow terminal however many things
+    there are to say, where one wide row per capability was cut at 140 columns."""
+    shadow = record.get("shadow") or {}
+    lag = record["relay"]
+    oldest = lag.get("oldest_age_seconds")
+    rows = {
+        "phase": record["phase"],
+        "reads": f"{record['reads']} (canary {record['canary_percent']:g} %)"
+        if record["reads"] == "split"
+        else record["reads"],
+        "writes": record["writes"],
+        "shadow": f"{shadow.get('compared', 0)} compared, mismatch rate "
+        f"{shadow.get('mismatch_rate', 0):.4f}",
+        "sync": record["sync"] or "none",
+        "relay": "nothing to relay in this phase"
+        if record["sync"] is None
+        else f"{lag.get('pending', '-')} pending, oldest "
+        + (f"{oldest:.2f} s" if isinstance(oldest, float) else "none")
+        + f", {lag.get('dead_letters', '-')} dead letters",
+        "last reconcile": record["last_reconcile"],
+    }
+    listing = table(name, "")
+    for key, value in rows.items():
+        listing.add_row(key, escape(str(value)))
+    return listing
 
 
 def runbook(
@@ -115,12 +135,21 @@ def runbook(
         target.write_text(render_runbook(capability))
         console.print(f"wrote {target}")
         return
-    current = PhaseFile(CliSettings().routing_file, capability).current()
+    routing_file = CliSettings().routing_file
+    current = PhaseFile(routing_file, capability).current()
     from rich.markdown import Markdown  # markdown-it: only this command needs it
 
     console.print(Markdown(render_runbook(capability, current)))
-    following = next_command(capability, current)
-    console.print(f"[bold]next:[/] {following}" if following else "[bold]done:[/] nothing left")
+    try:
+        cap = load_config(routing_file).capabilities[capability]
+        percent, prefix = cap.canary_percent, cap.prefixes[0]
+    except (ConfigError, KeyError, IndexError):  # the phase read as monolith: no step uses them
+        percent, prefix = 0.0, "/"
+    following = next_step(capability, current, percent, prefix)
+    console.print(
+        f"[bold]next:[/] {escape(str(following))}" if following else "[bold]done:[/] nothing left",
+        soft_wrap=True,
+    )
 
 
 def _refused(exc: StepRefused) -> typer.Exit:
@@ -139,10 +168,11 @@ def _change(
     plan: StepPlan,
     changes: dict[str, object],
     drain_seconds: float,
-) -> dict[str, object]:
+    say: Console = console,
+) -> tuple[dict[str, object], SwitchReport | None]:
     """Apply a phase change, saying so first when it moves writes behind the write fence."""
     if moves_writes(plan.current, plan.target):
-        console.print(
+        say.print(
             f"moving {plan.capability}'s writes from {routing_of(plan.current).writes.value} "
             f"to {routing_of(plan.target).writes.value}: holding writes, draining the relay"
         )
@@ -152,11 +182,11 @@ def _change(
         raise _refused(exc) from exc
     report = outcome.switch
     if report is not None:
-        console.print(
+        say.print(
             f"writes paused {report.paused_ms:.0f} ms ({report.held_requests} request(s) "
             f"held); the relay delivered the last {report.drained_events} event(s) first"
         )
-    return outcome.changed
+    return outcome.changed, report
 
 
 def advance(
@@ -165,6 +195,7 @@ def advance(
     force: Annotated[bool, typer.Option(help="Advance even if a gate fails")] = False,
     reason: Annotated[str | None, typer.Option(help="Why (required with --force)")] = None,
     drain_seconds: Annotated[float, _DRAIN] = 20.0,
+    as_json: JsonOption = False,
 ) -> None:
     """Check the gates of the next phase, print each with its evidence, and advance if all
     pass (exit 1 if one fails). In canary, --percent raises the rollout instead."""
@@ -179,26 +210,60 @@ def advance(
         results = check_gates(plan, ctx)  # a gate that cannot run is refused, named
     except StepRefused as exc:
         raise _refused(exc) from exc
-    table = Table("gate", "result", "evidence", title=plan.title)
+    say = _QUIET if as_json else console
+    record: dict[str, Any] = {
+        "capability": capability,
+        "from": current.value,
+        "to": plan.target.value,
+        "gates": [dataclasses.asdict(r) for r in results],
+    }
+    listing = table("gate", "result", "evidence", title=plan.title)
     for result in results:
         verdict = "[green]pass[/]" if result.passed else "[red]FAIL[/]"
-        table.add_row(escape(result.name), verdict, escape(result.evidence))
-    console.print(table)
-    failed = [r.name for r in results if not r.passed]
+        listing.add_row(escape(result.name), verdict, escape(result.evidence))
+    say.print(listing)
+    failed = [r for r in results if not r.passed]
     if failed and not force:
+        if as_json:
+            print_json({**record, "changed": False})
+        for result in failed:
+            errors.print(f"[bold]{escape(result.name)}:[/] {escape(result.todo)}")
         errors.print(
-            f"[red]refused:[/] {', '.join(failed)} failed; fix it and run again, or "
-            '--force --reason "..." (recorded in the audit log)'
+            f"[red]refused:[/] {', '.join(r.name for r in failed)} failed; do the above and "
+            'run again, or --force --reason "..." (recorded in the audit log)'
         )
         raise typer.Exit(code=1)
-    changed = _change(admin, plan, advance_changes(plan, results, reason), drain_seconds)
-    console.print(
-        f"{capability}: {current.value} -> [bold]{plan.target.value}[/]"
-        f" (config version {changed['config_version']})"
-    )
-    following = next_command(capability, plan.target)
+    changes = advance_changes(plan, results, reason)
+    changed, switch = _change(admin, plan, changes, drain_seconds, say)
+    cap = proxy["capabilities"][capability]
+    percent = float(plan.percent if plan.percent is not None else cap["canary_percent"])
+    if plan.target is Phase.CANARY and plan.percent is None and current is not Phase.CANARY:
+        percent = DEFAULT_CANARY_PERCENT
+    if plan.raising:
+        moved = f"canary {cap['canary_percent']:g} % -> [bold]{percent:g} %[/]"
+    else:
+        at = f" at {percent:g} %" if plan.target is Phase.CANARY else ""
+        moved = f"{current.value} -> [bold]{plan.target.value}{at}[/]"
+    say.print(f"{capability}: {moved} (config version {changed['config_version']})")
+    prefixes = cap.get("prefixes") or ["/"]
+    following = next_step(capability, plan.target, percent, str(prefixes[0]))
     if following:
-        console.print(f"next: {following}")
+        say.print(f"[bold]next:[/] {escape(str(following))}", soft_wrap=True)
+    if as_json:
+        print_json(
+            {
+                **record,
+                "changed": True,
+                "forced": bool(failed),
+                "canary_percent": percent if plan.target is Phase.CANARY else None,
+                "config_version": changed["config_version"],
+                "write_switch": dataclasses.asdict(switch) if switch else None,
+                "next": str(following) if following else None,
+            }
+        )
+
+
+_QUIET = Console(quiet=True)
 
 
 def rollback(
@@ -215,7 +280,10 @@ def rollback(
         raise _refused(exc) from exc
     _change(admin, plan, rollback_changes(plan, reason), drain_seconds)
     console.print(f"{capability}: {current.value} -> [bold]{plan.target.value}[/] (rolled back)")
-    console.print(f"how to check: {STEPS[plan.target].rollback}")
+    step = STEPS[plan.current]  # the step rolled back out of says what that did
+    console.print(f"what it did: {escape(step.rollback)}", soft_wrap=True)
+    check = step.after_rollback.replace("<capability>", capability)
+    console.print(f"how to check: {escape(check)}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

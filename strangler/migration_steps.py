@@ -229,6 +229,7 @@ def advance_changes(
     if failed:
         note = f"FORCED past failing gates ({', '.join(failed)}): {reason}"
     changes["reason"] = note
+    changes["gates"] = "forced" if failed else "passed"
     return changes
 
 

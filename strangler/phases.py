@@ -12,7 +12,16 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-__all__ = ["PHASES", "Phase", "PhaseFile", "PhaseRouting", "Side", "SyncDirection", "routing_of"]
+__all__ = [
+    "PHASES",
+    "Phase",
+    "PhaseFile",
+    "PhaseRouting",
+    "Side",
+    "SyncDirection",
+    "gated_step",
+    "routing_of",
+]
 
 
 class Side(StrEnum):
@@ -80,6 +89,22 @@ _ROUTING = {
 
 def routing_of(phase: Phase) -> PhaseRouting:
     return _ROUTING[phase]
+
+
+def gated_step(
+    old_phase: Phase, new_phase: Phase, old_percent: float, new_percent: float
+) -> str | None:
+    """What a change does that the runbook's gates guard, in words; None when it is ungated.
+
+    Moving a phase forward is gated by the target phase's gates, and raising the rollout
+    inside canary by the canary's health. Going back (a phase or a percentage) never is: the
+    way back must always be open.
+    """
+    if new_phase.position > old_phase.position:
+        return f"{old_phase.value} -> {new_phase.value}"
+    if old_phase is Phase.CANARY and new_phase is Phase.CANARY and new_percent > old_percent:
+        return f"raising the canary from {old_percent:g} % to {new_percent:g} %"
+    return None
 
 
 class PhaseFile:

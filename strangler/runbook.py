@@ -13,16 +13,27 @@ from dataclasses import dataclass
 
 from strangler.phases import PHASES, Phase, routing_of
 
-__all__ = ["STEPS", "RunbookStep", "next_command", "render"]
+__all__ = ["STEPS", "NextStep", "RunbookStep", "next_command", "next_step", "render"]
 
 
 @dataclass(frozen=True)
 class RunbookStep:
+    """One phase in words: what entering it does, its gates, what to watch while in it,
+    what rolling back out of it does (`rollback`) and how to see that it did
+    (`after_rollback`)."""
+
     title: str
     does: str
     check: tuple[str, ...]
     watch: tuple[str, ...]
     rollback: str
+    after_rollback: str
+
+
+MIN_SHADOW_READS = 100
+"""Shadow compares the canary gate needs (strangler.gates.Thresholds.min_shadow_sample)."""
+MIN_CANARY_READS = 20
+"""Reads the service must have answered in canary (Thresholds.min_canary_requests)."""
 
 
 STEPS: dict[Phase, RunbookStep] = {
@@ -36,6 +47,7 @@ STEPS: dict[Phase, RunbookStep] = {
         ),
         ("the proxy's `strangler_proxy_requests_total` for the capability",),
         "Nothing to roll back: this is where every capability starts.",
+        "Nothing to check.",
     ),
     Phase.DUAL_WRITE: RunbookStep(
         "Dual-write through the outbox",
@@ -49,6 +61,8 @@ STEPS: dict[Phase, RunbookStep] = {
         ("relay lag (`strangler status`: oldest undelivered)", "dead letters stay at 0"),
         "Set the phase back to monolith: the outbox stops growing; the service's copy is "
         "simply no longer fed.",
+        "`strangler status` shows sync none. Writes now reach only the monolith: before "
+        "advancing again, run the backfill again (`strangler backfill <capability> --restart`).",
     ),
     Phase.BACKFILLED: RunbookStep(
         "Backfill the existing rows",
@@ -60,6 +74,7 @@ STEPS: dict[Phase, RunbookStep] = {
         ),
         ("backfill rows/s and ETA", "relay lag while it runs"),
         "Set the phase back to dual_write; the copied rows do no harm (nothing reads them).",
+        "`strangler status` still shows sync monolith_to_service with pending near 0.",
     ),
     Phase.SHADOW: RunbookStep(
         "Shadow reads",
@@ -71,13 +86,15 @@ STEPS: dict[Phase, RunbookStep] = {
             "(`/_strangler/capabilities/<capability>/mismatches`)",
         ),
         "Set the phase back to backfilled: shadow traffic stops at once.",
+        "`strangler proxy status`: the shadow compare count stops growing.",
     ),
     Phase.CANARY: RunbookStep(
         "Canary reads",
         "A percentage of users, sticky per user, read from the service; writes still go to "
         "the monolith. Raise the percentage in steps (10, 50, 100).",
         (
-            "the shadow mismatch rate is 0 over a meaningful sample (`strangler status`)",
+            f"the shadow mismatch rate is 0 over at least {MIN_SHADOW_READS} compared reads "
+            "(`strangler status`)",
             "relay lag is near 0: answers about rows the service has not caught up on are "
             "counted as stale, not compared",
         ),
@@ -88,14 +105,19 @@ STEPS: dict[Phase, RunbookStep] = {
         ),
         "Lower the percentage, or set the phase back to shadow: users return to the monolith "
         "on their next request.",
+        "Reads answer `X-Strangler-Upstream: monolith` again, for every user.",
     ),
     Phase.READS_CUTOVER: RunbookStep(
         "All reads from the service",
         "Every read goes to the service; failed reads fall back to the monolith, which still "
         "holds the data. Writes still go to the monolith.",
-        ("the canary's error rate and latency were no worse than the monolith's",),
+        (
+            "the canary's error rate was no worse than the monolith's, over at least "
+            f"{MIN_CANARY_READS} reads the service answered",
+        ),
         ("fallbacks and breaker state", "relay lag"),
         "Set the phase back to canary.",
+        "`strangler proxy status`: reads are split by the canary percentage again.",
     ),
     Phase.WRITES_CUTOVER: RunbookStep(
         "Writes move to the service",
@@ -115,6 +137,8 @@ STEPS: dict[Phase, RunbookStep] = {
         ),
         "Behind the same fence: the reverse relay drains the service's outbox before writes "
         "return to the monolith, which then holds every write again.",
+        "`strangler status` shows writes to the monolith and sync monolith_to_service; "
+        "`strangler reconcile <capability>` reports 0 differences.",
     ),
     Phase.DECOMMISSIONED: RunbookStep(
         "Decommission the monolith's copy",
@@ -125,16 +149,70 @@ STEPS: dict[Phase, RunbookStep] = {
         ),
         ("the service's error rate",),
         "Set the phase back to writes_cutover only while the monolith's tables still exist.",
+        "`strangler status` shows the reverse relay running again (sync service_to_monolith).",
     ),
 }
 
 
-def next_command(capability: str, current: Phase) -> str | None:
+@dataclass(frozen=True)
+class NextStep:
+    """What to do next in a phase: `first`, in words, if anything must happen before the
+    command (traffic to send, a step the demo cannot take for you), then `command`."""
+
+    command: str | None
+    first: str | None = None
+
+    def __str__(self) -> str:
+        if self.first and self.command:
+            return f"{self.first}; then `{self.command}`"
+        return self.first or f"`{self.command}`"
+
+
+def next_step(
+    capability: str, current: Phase, canary_percent: float = 0.0, prefix: str = "/"
+) -> NextStep | None:
+    """The real next action from `current` (None at the end), as the gates will judge it.
+
+    `prefix` is one of the capability's paths, named in the traffic a gate needs.
+    """
+    advance = f"strangler advance {capability}"
+    if current is Phase.DUAL_WRITE:
+        return NextStep(advance, f"copy the existing rows: `strangler backfill {capability}`")
+    if current is Phase.SHADOW:
+        return NextStep(
+            f"{advance} --percent 10",
+            f"send at least {MIN_SHADOW_READS} reads to {prefix} through the proxy "
+            "(each is answered by the monolith and compared with the service's answer)",
+        )
+    if current is Phase.CANARY:
+        traffic = (
+            f"send reads to {prefix} through the proxy (at {canary_percent:g} % about "
+            f"{canary_percent:g} in 100 users read from the service; the gate needs at least "
+            f"{MIN_CANARY_READS} reads it answered)"
+        )
+        if canary_percent < 100:
+            raised = 50 if canary_percent < 50 else 100
+            return NextStep(f"{advance} --percent {raised}", traffic)
+        return NextStep(advance)  # every user reads from the service: the reads flow already
+    if current is Phase.WRITES_CUTOVER:
+        return NextStep(
+            None,
+            "the service takes the writes now. To finish, remove the monolith's "
+            f"{capability} code and drop its tables with a migration, then `{advance}` "
+            "(decommissioned); the reference shop stops here. "
+            f"`strangler rollback {capability}` takes writes back to the monolith",
+        )
     if current is PHASES[-1]:
         return None
-    following = PHASES[current.position + 1]
-    extra = " --percent 10" if following is Phase.CANARY else ""
-    return f"strangler advance {capability}{extra}"
+    return NextStep(advance)
+
+
+def next_command(
+    capability: str, current: Phase, canary_percent: float = 0.0, prefix: str = "/"
+) -> str | None:
+    """The next step as one line of text (see next_step); None at the end."""
+    step = next_step(capability, current, canary_percent, prefix)
+    return str(step) if step else None
 
 
 def render(capability: str, current: Phase | None = None) -> str:
@@ -173,5 +251,10 @@ def render(capability: str, current: Phase | None = None) -> str:
         lines += [f"- {c.replace('<capability>', capability)}" for c in step.check]
         lines += ["", "Watch:"]
         lines += [f"- {w.replace('<capability>', capability)}" for w in step.watch]
-        lines += ["", f"Roll back (`strangler rollback {capability}`): {step.rollback}"]
+        if number:
+            lines += ["", f"Roll back (`strangler rollback {capability}`): {step.rollback}"]
+            after = step.after_rollback.replace("<capability>", capability)
+            lines += ["", f"After rolling back: {after}"]
+        else:
+            lines += ["", f"Roll back: {step.rollback}"]
     return "\n".join(lines) + "\n"

@@ -40,7 +40,10 @@ class CliSettings(BaseSettings):
     )
     sync_token: SecretStr | None = None
     sync_token_file: Path = Path("var/sync-token")
-    routing_file: Path = Path("routing.toml")
+    routing_file: Path = Path("var/routing.toml")
+    """The live routing state the proxy serves; `strangler up` makes it from `routing_template`
+    on first start, so the committed template stays as it was (git status stays clean)."""
+    routing_template: Path = Path("routing.toml")
     state_dir: Path = Path("var")
 
     def admin_token_value(self) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -18,8 +18,14 @@ class ProductsServiceSettings(BaseSettings):
     jwt_public_key_file: Path = Path("var/jwt-public.pem")
     jwt_issuer: str = "strangler-monolith"
     jwt_audience: str = "strangler-shop"
-    routing_file: Path | None = Path("routing.toml")
+    routing_file: Path | None = Path("var/routing.toml")  # the live state `up` keeps
     sync_token: SecretStr | None = None
     metrics_token: SecretStr | None = None  # reads /internal/metrics only (the sync token too)
     host: str = "127.0.0.1"
     port: int = 8002
+    # An order has this long from its reservation to confirming it; after that the sweep
+    # gives the stock back and a late confirm is refused (the order then fails, unrecorded).
+    # Longer than the monolith's slowest order attempt: its retries of reserve and confirm.
+    reservation_lease_seconds: float = Field(120.0, gt=0, le=86_400)
+    # How often the sweep looks for expired reservations (one indexed read when none are).
+    reservation_sweep_seconds: float = Field(5.0, gt=0, le=3_600)

@@ -23,7 +23,7 @@ class MonolithSettings(BaseSettings):
     database_url: str = "sqlite:///var/monolith.db"
     jwt_private_key_file: Path = Path("var/jwt-private.pem")
     jwt_public_key_file: Path = Path("var/jwt-public.pem")
-    routing_file: Path | None = Path("routing.toml")
+    routing_file: Path | None = Path("var/routing.toml")  # the live state `up` keeps
     sync_token: SecretStr | None = None
     metrics_token: SecretStr | None = None  # reads /internal/metrics only (the sync token too)
     products_service_url: str = "http://127.0.0.1:8002"

@@ -71,9 +71,9 @@ def _capability(name: str, cap: Mapping[str, Any], now: float) -> Html:
         _actions(name, cap),
         tag(
             "div",
-            requests_tile(cap["requests"]),
-            shadow_tile(cap["shadow"], cap["phase"]),
-            relay_tile(cap["relay"]),
+            requests_tile(cap["requests"], cap.get("trend")),
+            shadow_tile(cap["shadow"], cap["phase"], cap.get("trend")),
+            relay_tile(cap["relay"], cap.get("trend")),
             records_tile(cap.get("reconcile"), cap.get("backfill"), now),
             health_tile(cap["breakers"], cap["fence"]),
             class_="tiles",
@@ -137,8 +137,8 @@ def _actions(name: str, cap: Mapping[str, Any]) -> Html:
         guidance.append(tag("span", f"before {following}: ", class_="muted"))
         for index, check in enumerate(checks):
             guidance += [*_with_code(check), "; " if index < len(checks) - 1 else ". "]
-    if cap.get("next_command"):
-        guidance += [tag("span", "CLI: ", class_="muted"), tag("code", cap["next_command"])]
+    if cap.get("next_command"):  # prose with `commands`, as the CLI prints it after a step
+        guidance += [tag("span", "next: ", class_="muted"), *_with_code(cap["next_command"])]
     return tag(
         "div",
         tag(

@@ -1,10 +1,11 @@
 """What the migration dashboard shows, gathered at most once a second however many watch.
 
-Everything here is read when a dashboard polls, never on the proxy's request path: requests per
-second come from the proxy's own Prometheus counters (two readings a few seconds apart, not a
-hook per request), relay lag from each side's sync API, the last reconcile and backfill from
-the records the CLI keeps in the state directory, the rest from the running config. One
-snapshot is shared by every poll within a second, so ten open browser tabs cost what one does.
+Nothing here runs on the proxy's request path. Requests per second, shadow mismatches and
+relay lag come from the sampled history (proxy.dashboard.history, filled by
+proxy.dashboard.sampler while someone watches): the current figures are its newest samples,
+the charts its last five minutes. The last reconcile and backfill come from the records the
+CLI keeps in the state directory, the rest from the running config. One snapshot is shared by
+every poll within a second, so ten open browser tabs cost what one does.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import asyncio
 import json
 import math
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,16 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import httpx
 
+from proxy.dashboard.history import (
+    SIDES,
+    History,
+    Rate,
+    Sample,
+    recent_rates,
+    trend,
+    trend_view,
+)
+from proxy.dashboard.sampler import Sampler
 from proxy.metrics import ProxyMetrics
 from strangler.phases import PHASES, Phase, SyncDirection, routing_of
 from strangler.runbook import STEPS, next_command
@@ -29,20 +39,10 @@ from strangler.runbook import STEPS, next_command
 if TYPE_CHECKING:
     from proxy.app import ProxyRuntime
 
-__all__ = ["DashboardState", "RequestRates", "Rate", "read_request_counts"]
+__all__ = ["DashboardState", "Rate", "read_request_counts"]
 
 Counts = dict[tuple[str, str], tuple[float, float]]
 """(capability, upstream) -> (requests answered, of which 5xx), since the proxy started."""
-
-
-@dataclass(frozen=True)
-class Rate:
-    """Requests per second answered by one upstream for one capability, and the 5xx among
-    them, over the last `window_seconds`."""
-
-    per_second: float
-    errors_per_second: float
-    window_seconds: float
 
 
 def read_request_counts(metrics: ProxyMetrics) -> Counts:
@@ -57,51 +57,6 @@ def read_request_counts(metrics: ProxyMetrics) -> Counts:
             failed = sample.value if sample.labels["status_class"] == "5xx" else 0.0
             counts[key] = (total + sample.value, errors + failed)
     return counts
-
-
-class RequestRates:
-    """Requests per second from counter readings taken at most once per `min_interval`.
-
-    A reading is taken only when someone asks (a dashboard poll), so an unwatched proxy does no
-    work at all; the rate is the difference between the newest reading and the oldest one
-    still inside `window` seconds. Until two readings exist (the first poll after a quiet
-    spell) there is no rate: None, which the page shows as "measuring".
-    """
-
-    def __init__(
-        self,
-        read: Callable[[], Counts],
-        *,
-        window: float = 5.0,
-        min_interval: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._read = read
-        self._window = window
-        self._min_interval = min_interval
-        self._clock = clock
-        self._readings: deque[tuple[float, Counts]] = deque()
-
-    def rates(self) -> dict[tuple[str, str], Rate] | None:
-        now = self._clock()
-        if not self._readings or now - self._readings[-1][0] >= self._min_interval:
-            self._readings.append((now, self._read()))
-        while len(self._readings) > 1 and self._readings[0][0] < now - self._window:
-            self._readings.popleft()
-        (since, base), (until, latest) = self._readings[0], self._readings[-1]
-        elapsed = until - since
-        if elapsed <= 0:
-            return None
-        rates: dict[tuple[str, str], Rate] = {}
-        for key, (total, errors) in latest.items():
-            # A label seen for the first time after `base` was taken: all of it is new.
-            old_total, old_errors = base.get(key, (0.0, 0.0))
-            rates[key] = Rate(
-                per_second=max(0.0, total - old_total) / elapsed,
-                errors_per_second=max(0.0, errors - old_errors) / elapsed,
-                window_seconds=elapsed,
-            )
-        return rates
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -121,6 +76,8 @@ class _Records:
     audit: list[dict[str, Any]]
 
 
+_OUTBOXES = ((SyncDirection.FORWARD, "monolith"), (SyncDirection.REVERSE, "service"))
+"""Where each direction's events wait: in the outbox of the side they come from."""
 _MAX_SAMPLES = 3
 _MAX_DIFF_CHARS = 4000
 _AUDIT_ENTRIES = 15
@@ -128,17 +85,25 @@ _LAG_TIMEOUT = 1.0
 
 
 class DashboardState:
-    """Builds the dashboard's snapshot; shared by every poll within `max_age` seconds."""
+    """Builds the dashboard's snapshot; shared by every poll within `max_age` seconds.
+
+    The history starts with a reading taken when the proxy is built (its counters are zero
+    then), so the first look already has a rate: the average since the proxy started, shown
+    as such, rather than a placeholder.
+    """
 
     def __init__(self, runtime: ProxyRuntime, *, max_age: float = 1.0) -> None:
         self._runtime = runtime
         self._max_age = max_age
-        self._rates = RequestRates(lambda: read_request_counts(runtime.metrics))
+        self._history = History()
+        self._history.add(self._read(time.monotonic(), read_request_counts(runtime.metrics), {}))
+        self._sampler = Sampler(self._take, self._history)
         self._lock = asyncio.Lock()
         self._cached: tuple[float, dict[str, Any]] | None = None
 
     async def snapshot(self) -> dict[str, Any]:
         async with self._lock:  # concurrent polls wait for one build instead of each building
+            await self._sampler.watched()
             now = time.monotonic()
             if self._cached is not None and now - self._cached[0] < self._max_age:
                 return self._cached[1]
@@ -146,37 +111,62 @@ class DashboardState:
             self._cached = (time.monotonic(), built)
             return built
 
+    async def _take(self) -> dict[str, Sample]:
+        """One sample of every capability: counters first (their time is the sample's), then
+        both sides' lag, asked at once."""
+        at = time.monotonic()
+        counts = read_request_counts(self._runtime.metrics)
+        return self._read(at, counts, await self._relay_lags())
+
+    def _read(
+        self, at: float, counts: Counts, lags: Mapping[tuple[str, str], dict[str, Any]]
+    ) -> dict[str, Sample]:
+        samples: dict[str, Sample] = {}
+        for name, route in self._runtime.state.current.capabilities.items():
+            stats = self._runtime.shadow.stats.get(name)
+            upstreams = {"monolith": route.monolith.name, "service": route.service.name}
+            samples[name] = Sample(
+                at=at,
+                requests={side: counts.get((name, upstreams[side]), (0.0, 0.0)) for side in SIDES},
+                compared=stats.compared if stats else 0,
+                mismatched=stats.mismatched if stats else 0,
+                relay={
+                    direction.value: lags.get((name, side), {"error": "not asked"})
+                    for direction, side in _OUTBOXES
+                },
+            )
+        return samples
+
     async def _build(self) -> dict[str, Any]:
         runtime = self._runtime
         compiled = runtime.state.current
         status = runtime.status()
-        rates = self._rates.rates()
         names = list(compiled.capabilities)
         records = await anyio.to_thread.run_sync(self._read_records, names)
-        lags = await self._relay_lags()
+        now = time.monotonic()
         capabilities: dict[str, Any] = {}
         for name, route in compiled.capabilities.items():
             view: dict[str, Any] = status["capabilities"][name]  # type: ignore[index]
             phase = route.policy.phase
             sides = {"monolith": route.monolith.name, "service": route.service.name}
+            samples = self._history.of(name)
+            latest = samples[-1].relay if samples else {}
             capabilities[name] = {
-                **_phase_view(name, phase),
+                **_phase_view(name, phase, route.config.canary_percent, route.config.prefixes[0]),
                 "reads": view["reads"],
                 "writes": view["writes"],
                 "canary_percent": view["canary_percent"],
                 "shadow_percent": view["shadow_percent"],
-                "requests": _requests_view(name, sides, rates),
+                "requests": _requests_view(sides, recent_rates(samples)),
                 "shadow": self._shadow_view(name, view.get("shadow")),
                 "relay": {
                     direction.value: {
                         "active": routing_of(phase).sync is direction,
-                        **lags.get((name, side), {"error": "not asked"}),
+                        **latest.get(direction.value, {"error": "not asked yet"}),
                     }
-                    for direction, side in (
-                        (SyncDirection.FORWARD, "monolith"),
-                        (SyncDirection.REVERSE, "service"),
-                    )
+                    for direction in (SyncDirection.FORWARD, SyncDirection.REVERSE)
                 },
+                "trend": trend_view(trend(samples, now=now), now=now),
                 "reconcile": records.reconcile.get(name),
                 "backfill": records.backfill.get(name),
                 "breakers": {
@@ -285,7 +275,9 @@ def _seconds(value: object) -> float:
     return float(value)
 
 
-def _phase_view(name: str, phase: Phase) -> dict[str, Any]:
+def _phase_view(
+    name: str, phase: Phase, canary_percent: float = 0.0, prefix: str = "/"
+) -> dict[str, Any]:
     """The ladder of phases with this one marked, and what the runbook says about the next."""
     ladder = []
     for step in PHASES:
@@ -316,28 +308,29 @@ def _phase_view(name: str, phase: Phase) -> dict[str, Any]:
         "next_checks": [c.replace("<capability>", name) for c in STEPS[following].check]
         if following
         else [],
-        "next_command": next_command(name, phase),
+        "next_command": next_command(name, phase, canary_percent, prefix),
         "previous_phase": previous.value if previous else None,
         # The runbook's step for a phase says how to roll back *out of* it.
         "rollback_note": STEPS[phase].rollback if previous else None,
     }
 
 
-def _requests_view(
-    name: str, sides: Mapping[str, str], rates: dict[tuple[str, str], Rate] | None
-) -> dict[str, Any]:
+def _requests_view(sides: Mapping[str, str], rates: Mapping[str, Rate] | None) -> dict[str, Any]:
+    """The current requests per second by side, and over how long they were measured. No
+    rates (`sides` empty) only before a capability's second sample: at most two intervals
+    after it first appears in the routing config."""
     if rates is None:
-        return {"measuring": True, "window_seconds": None, "sides": {}}
-    window = max((r.window_seconds for r in rates.values()), default=None)
+        return {"window_seconds": None, "sides": {}}
     per_side = {}
     for side, upstream in sides.items():
-        rate = rates.get((name, upstream))
+        rate = rates.get(side)
         per_side[side] = {
             "upstream": upstream,
             "per_second": round(rate.per_second, 2) if rate else 0.0,
             "errors_per_second": round(rate.errors_per_second, 2) if rate else 0.0,
         }
-    return {"measuring": False, "window_seconds": window, "sides": per_side}
+    window = max((r.window_seconds for r in rates.values()), default=None)
+    return {"window_seconds": window, "sides": per_side}
 
 
 def _backfill_view(record: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -1,6 +1,7 @@
 """The five tiles of a capability's card: traffic, shadow reads, relay lag, the data checks,
 health. Colours follow the gates' own thresholds, so a figure turns amber or red exactly where
-the gate that reads it would refuse."""
+the gate that reads it would refuse. The first three end with a chart of their last minutes
+(proxy.dashboard.charts) when the state carries a trend."""
 
 from __future__ import annotations
 
@@ -10,10 +11,19 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from proxy.dashboard.charts import mismatch_chart, relay_chart, requests_chart
 from proxy.dashboard.html import Child, Html, tag
 from strangler.gates import Thresholds
 
-__all__ = ["ago", "health_tile", "records_tile", "relay_tile", "requests_tile", "shadow_tile"]
+__all__ = [
+    "ago",
+    "duration",
+    "health_tile",
+    "records_tile",
+    "relay_tile",
+    "requests_tile",
+    "shadow_tile",
+]
 
 _LIMITS = Thresholds()
 """What the gates allow."""
@@ -49,10 +59,18 @@ def _figure(
     )
 
 
-def requests_tile(requests: Mapping[str, Any]) -> Html:
-    if requests.get("measuring"):
-        return _tile("requests / s", tag("p", "measuring …", class_="muted"), testid="requests")
-    sides = requests["sides"]
+def requests_tile(requests: Mapping[str, Any], trend: Mapping[str, Any] | None = None) -> Html:
+    """Requests per second by side now, the service's share, and the last minutes' chart.
+
+    The figures are never a placeholder once the proxy has a reading to compare with (it keeps
+    one from its start): "no reading yet" shows only for a capability the routing config
+    gained within the last two sampling intervals (it has no earlier reading to compare)."""
+    chart = requests_chart(trend) if trend is not None else None
+    sides = requests.get("sides") or {}
+    if not sides:
+        return _tile(
+            "requests / s", tag("p", "no reading yet", class_="muted"), chart, testid="requests"
+        )
     total = sum(s["per_second"] for s in sides.values()) or 0.0
     figures = []
     for side, rate in sides.items():
@@ -75,14 +93,17 @@ def requests_tile(requests: Mapping[str, Any]) -> Html:
         tag("meter", value=f"{share:.3f}", min="0", max="1", title="share served by the service"),
         tag(
             "p",
-            f"service share {share:.0%}" + (f" · last {window:.0f} s" if window else ""),
+            f"service share {share:.0%}" + (f" · last {duration(window)}" if window else ""),
             class_="small muted",
         ),
+        chart,
         testid="requests",
     )
 
 
-def shadow_tile(shadow: Mapping[str, Any], phase: str) -> Html:
+def shadow_tile(
+    shadow: Mapping[str, Any], phase: str, trend: Mapping[str, Any] | None = None
+) -> Html:
     compared = int(shadow.get("compared", 0) or 0)
     rate = float(shadow.get("mismatch_rate", 0.0) or 0.0)
     state = "bad" if rate > _LIMITS.max_mismatch_rate else "ok" if compared else ""
@@ -98,6 +119,7 @@ def shadow_tile(shadow: Mapping[str, Any], phase: str) -> Html:
             testid="mismatch-rate",
         ),
         tag("p", note, class_="small muted") if note else None,
+        mismatch_chart(trend) if trend is not None else None,
         testid="shadow",
     )
 
@@ -106,7 +128,7 @@ def _dotted(shadow: Mapping[str, Any]) -> str:
     return " · ".join(f"{shadow.get(k, 0) or 0} {k}" for k in ("errors", "stale", "dropped"))
 
 
-def relay_tile(relay: Mapping[str, Any]) -> Html:
+def relay_tile(relay: Mapping[str, Any], trend: Mapping[str, Any] | None = None) -> Html:
     rows = []
     for direction, label in (
         ("monolith_to_service", "monolith → service"),
@@ -140,15 +162,21 @@ def relay_tile(relay: Mapping[str, Any]) -> Html:
                 testid=f"relay-{direction}",
             )
         )
-    return _tile("relay lag", *rows, testid="relay")
+    chart = relay_chart(trend) if trend is not None else None
+    return _tile("relay lag", *rows, chart, testid="relay")
+
+
+def duration(seconds: float) -> str:
+    """A span in the unit a reader expects: seconds, then minutes, then hours."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def ago(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s ago"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min ago"
-    return f"{seconds / 3600:.1f} h ago"
+    return f"{duration(seconds)} ago"
 
 
 def records_tile(

@@ -128,7 +128,8 @@ class ObservedApp:
             raw: bytes = scope.get("raw_path") or scope["path"].encode()
             query: bytes = scope.get("query_string", b"")
             target = (raw + (b"?" + query if query else b"")).decode("latin-1")
-            access_log.info(
+            access_log.log(
+                _access_level(template, status),
                 "%s %s %d %.1f ms",
                 method,
                 target,
@@ -144,6 +145,20 @@ class ObservedApp:
                     }
                 },
             )
+
+
+_MACHINE_ROUTES = ("/internal/", "/ready")
+"""Routes that processes call on each other all the time (the relay's outbox polls and
+deliveries, the proxy's sync-position polls, metric scrapes, readiness polls)."""
+
+
+def _access_level(route: str, status: int) -> int:
+    """INFO for requests people send; DEBUG for the machines' own calls that went well, which
+    would otherwise drown `strangler up`'s terminal (hundreds of lines a minute).
+    `STRANGLER_LOG_LEVEL=DEBUG` shows them; a failed one is always INFO."""
+    if status < 400 and route.startswith(_MACHINE_ROUTES):
+        return logging.DEBUG
+    return logging.INFO
 
 
 def _metrics_reader(tokens: tuple[str, ...]) -> Callable[..., None]:

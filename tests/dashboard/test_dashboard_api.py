@@ -25,6 +25,7 @@ from proxy.configfile import AuditEntry
 from proxy.settings import ProxySettings
 from strangler.gates import GateResult
 from strangler.migration_steps import StepPlan
+from tests.dashboard.waiting import until
 from tests.support.processes import free_port
 
 TOKEN = "in-process-admin-token"
@@ -140,7 +141,7 @@ def test_the_state_shows_phase_ladder_sides_records_and_audit(tmp_path: Path) ->
             changed = await client.patch(
                 "/_strangler/capabilities/products",
                 headers={**_admin(), "X-Strangler-Actor": "tester"},
-                json={"phase": phase, "reason": f"to {phase}"},
+                json={"phase": phase, "reason": f"to {phase}", "gates": "forced"},
             )
             assert changed.status_code == 200, changed.text
         first = await client.get(f"{DASHBOARD}/state", headers=_admin())
@@ -150,8 +151,18 @@ def test_the_state_shows_phase_ladder_sides_records_and_audit(tmp_path: Path) ->
         for _ in range(30):
             runtime.metrics.observe("products", "monolith", 200, 0.001)
         runtime.metrics.observe("products", "products_service", 502, 0.001)
-        await asyncio.sleep(1.1)  # counters are read at most once a second
-        seen["second"] = (await client.get(f"{DASHBOARD}/state", headers=_admin())).json()
+
+        async def traffic_seen() -> dict[str, Any] | None:
+            state: dict[str, Any] = (
+                await client.get(f"{DASHBOARD}/state", headers=_admin())
+            ).json()
+            sides = state["capabilities"]["products"]["requests"]["sides"]
+            served = sides["monolith"]["per_second"] > 0
+            failed = sides["service"]["errors_per_second"] > 0
+            return state if served and failed else None
+
+        # the sampler reads the counters every couple of seconds, on its own timer
+        seen["second"] = await until("the traffic in requests per second", traffic_seen)
 
     _talk(runtime, session)
     products = seen["first"]["capabilities"]["products"]
@@ -160,7 +171,14 @@ def test_the_state_shows_phase_ladder_sides_records_and_audit(tmp_path: Path) ->
     assert ladder["monolith"] == ladder["dual_write"] == "done"
     assert ladder["backfilled"] == "current" and ladder["shadow"] == "todo"
     assert (products["next_phase"], products["previous_phase"]) == ("shadow", "dual_write")
-    assert products["requests"]["measuring"] is True  # one reading: no rate yet
+    # The first look already has figures (since the proxy started), never a placeholder.
+    first_requests = products["requests"]
+    assert "measuring" not in first_requests and first_requests["window_seconds"] > 0
+    assert first_requests["sides"]["monolith"]["per_second"] == 0.0
+    assert [p["requests"] for p in products["trend"]["points"]] == [
+        {"monolith": 0.0, "service": 0.0}
+    ]
+    assert products["trend"]["window_seconds"] == 300
     assert products["relay"]["monolith_to_service"]["active"] is True
     assert products["relay"]["service_to_monolith"]["active"] is False
     assert products["relay"]["monolith_to_service"]["error"] == "unreachable"
@@ -176,10 +194,20 @@ def test_the_state_shows_phase_ladder_sides_records_and_audit(tmp_path: Path) ->
     assert [e["new"]["phase"] for e in audit] == ["backfilled", "dual_write"]  # newest first
     assert audit[0]["who"] == "tester@203.0.113.9"
 
-    sides = seen["second"]["capabilities"]["products"]["requests"]["sides"]
+    second = seen["second"]["capabilities"]["products"]
+    sides = second["requests"]["sides"]
     assert sides["monolith"]["per_second"] > 0 and sides["monolith"]["errors_per_second"] == 0
     assert sides["service"]["errors_per_second"] > 0
     assert sides["service"]["upstream"] == "products_service"
+    points = second["trend"]["points"]
+    assert any(p["requests"]["monolith"] > 0 for p in points)  # and the chart has it
+    assert all(p["mismatch_rate"] is None for p in points)  # nothing compared: no figure
+    assert all(
+        p["relay"] == {"monolith_to_service": None, "service_to_monolith": None} for p in points
+    )
+    assert [p["age_seconds"] for p in points] == sorted(
+        (p["age_seconds"] for p in points), reverse=True
+    )  # oldest first
 
 
 def test_the_live_part_is_the_same_state_rendered(tmp_path: Path) -> None:
@@ -189,6 +217,10 @@ def test_the_live_part_is_the_same_state_rendered(tmp_path: Path) -> None:
         assert 'data-capability="products"' in live.text
         assert '<span class="phase-badge" data-testid="phase">monolith</span>' in live.text
         assert 'data-action="rollback"' in live.text and "Nothing to roll back" in live.text
+        assert "measuring" not in live.text and "no reading yet" not in live.text
+        for chart in ("requests", "mismatch-rate", "relay-lag"):
+            assert f'<figure class="chart" data-chart="{chart}">' in live.text
+        assert 'role="img" aria-label="requests / s over the last 5 min' in live.text
 
     _talk(_proxy(tmp_path), session)
 

@@ -1,8 +1,9 @@
 """The migration dashboard in a real browser: Debian's headless Chromium, driven by Selenium.
 
 A newcomer runs `strangler up`, opens the dashboard URL it prints, gives the admin token, sees
-the live phase and the traffic by side, and rolls a step back from the page; the proxy's own
-status must show the step taken, and the page must follow. The screenshot it leaves behind
+the live phase, the traffic by side and its chart drawing it (figures, never "measuring"), and
+rolls a step back from the page; the proxy's own status must show the step taken, and the page
+must follow. The screenshot it leaves behind
 (in the test's temporary directory and in var/screenshots/dashboard.png) is what the page
 looked like right after the rollback.
 """
@@ -95,6 +96,25 @@ def text_of(browser: WebDriver, selector: str) -> str:
     return str(browser.find_element(By.CSS_SELECTOR, selector).text)
 
 
+def traffic_drawn(browser: WebDriver) -> list[float] | None:
+    """The monolith's line in the requests chart, as the values it draws, once it has at least
+    two points and one of them above zero (None until then). Each value is checked against
+    the point drawn for it: the line's points and its data-values must agree in number, and a
+    value above zero must be drawn above the zero line."""
+    chart = f"{CARD} [data-chart=requests] svg"
+    zero = float(
+        browser.find_element(By.CSS_SELECTOR, f"{chart} line.axis").get_attribute("y1") or "nan"
+    )
+    for line in browser.find_elements(By.CSS_SELECTOR, f"{chart} polyline[data-series=monolith]"):
+        points = [p.split(",") for p in (line.get_attribute("points") or "").split()]
+        values = [float(v) for v in (line.get_attribute("data-values") or "").split()]
+        assert len(points) == len(values)
+        if len(values) >= 2 and any(v > 0 for v in values):
+            assert all(float(y) < zero for (_, y), v in zip(points, values, strict=True) if v > 0)
+            return values
+    return None
+
+
 @pytest.fixture(scope="session")
 def chromium_installed() -> None:
     """Skip (or, under CI=true, fail) before the system is started for nothing."""
@@ -128,6 +148,13 @@ def test_the_dashboard_shows_the_live_phase_and_a_rollback_from_it_takes_effect(
             "the monolith's requests per second above 0",
             lambda b: float(text_of(b, f"{CARD} [data-testid=rps-monolith]").split()[0]) > 0,
         )
+        assert "measuring" not in text_of(browser, CARD)
+        drawn = wait_for(browser, "the monolith's traffic in the requests chart", traffic_drawn)
+        assert isinstance(drawn, list) and len(drawn) >= 2 and any(v > 0 for v in drawn)
+        label = browser.find_element(
+            By.CSS_SELECTOR, f"{CARD} [data-chart=requests] svg"
+        ).get_attribute("aria-label")
+        assert label and "latest: monolith" in label and "/s" in label
 
         wait_for(browser, "the rollback dialog", clicked(f'{CARD} button[data-action="rollback"]'))
         assert "backfilled → dual_write" in text_of(browser, "#step-title")

@@ -59,12 +59,15 @@ def _system_env(monolith_db: str, service_db: str, tmp_path: Path) -> dict[str, 
 def test_seed_loads_demo_data_once_however_often_it_runs(backend: str, tmp_path: Path) -> None:
     with database(backend, tmp_path) as url, database(backend, tmp_path / "svc") as service_url:
         env = _system_env(url, service_url, tmp_path)
+        outputs = []
         for _ in range(2):
             result = subprocess.run(
                 [*STRANGLER, "seed"], env=env, capture_output=True, text=True, timeout=180
             )
             assert result.returncode == 0, result.stderr
-        assert "seeded 0 users and 0 products" in result.stdout
+            outputs.append(result.stdout)
+        assert "seeded 3 users and 1000 products" in outputs[0]
+        assert "demo data already there, nothing to add" in outputs[1]
         assert _count(url, "users") == 3
         assert _count(url, "products") == 1000
 
@@ -140,8 +143,17 @@ def test_up_serves_the_seeded_system_through_the_proxy_and_stops_on_ctrl_c(up: U
 
 def test_the_cli_flips_a_capability_through_the_admin_api(up: Up) -> None:
     cli = [*STRANGLER, "proxy"]
-    flipped = subprocess.run(
+    unchecked = subprocess.run(
         [*cli, "set", "products", "--phase", "dual_write", "--reason", "t"],
+        env=up.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert unchecked.returncode == 2
+    assert "the runbook gates" in unchecked.stderr and "--force" in unchecked.stderr
+    flipped = subprocess.run(
+        [*cli, "set", "products", "--phase", "dual_write", "--reason", "t", "--force"],
         env=up.env,
         capture_output=True,
         text=True,
@@ -157,11 +169,16 @@ def test_the_cli_flips_a_capability_through_the_admin_api(up: Up) -> None:
         [*STRANGLER, "status"], env=up.env, capture_output=True, text=True, timeout=60
     )
     assert overview.returncode == 0, overview.stderr
-    row = next(line for line in overview.stdout.splitlines() if "products" in line)
-    assert "dual_write" in row and "monolith_to_service" in row
-    assert "unreachable" not in row, overview.stdout
+    assert "dual_write" in overview.stdout and "monolith_to_service" in overview.stdout
+    assert "unreachable" not in overview.stdout and "…" not in overview.stdout
+    as_json = subprocess.run(
+        [*STRANGLER, "status", "--json"], env=up.env, capture_output=True, text=True, timeout=60
+    )
+    products = json.loads(as_json.stdout)["capabilities"]["products"]
+    assert (products["phase"], products["sync"]) == ("dual_write", "monolith_to_service")
+    assert products["relay"]["pending"] == 0
     refused = subprocess.run(
-        [*cli, "set", "products", "--phase", "canary"],
+        [*cli, "set", "products", "--phase", "canary", "--force", "--reason", "t"],
         env=up.env,
         capture_output=True,
         text=True,
@@ -239,10 +256,10 @@ def test_advance_checks_each_gate_with_evidence_and_rollback_goes_back(up: Up) -
     assert forced.returncode == 0, forced.stdout + forced.stderr
     assert "shadow -> canary" in forced.stdout
 
-    overview = run("status")
+    overview = run("status", "--json")
     assert overview.returncode == 0, overview.stderr
-    row = next(line for line in overview.stdout.splitlines() if "products" in line)
-    assert "0 differences at 20" in row  # the reconcile advance ran, with its timestamp
+    last = json.loads(overview.stdout)["capabilities"]["products"]["last_reconcile"]
+    assert last.startswith("0 differences at 20")  # the reconcile advance ran, with its time
 
     back = run("rollback", "products")
     assert back.returncode == 0 and "canary -> shadow" in back.stdout

@@ -8,13 +8,14 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import tomlkit
 
-from tests.proxy.conftest import ADMIN_TOKEN, Proxy, ProxyFactory, routing_document
+from tests.proxy.conftest import ADMIN_TOKEN, Proxy, ProxyFactory, routing_document, run_proxy
 from tests.support.metrics import metric_value
 from tests.support.problems import assert_problem
 from tests.support.processes import RunningApp
@@ -152,11 +153,12 @@ def test_the_admin_api_changes_the_phase_writes_the_file_and_audits(
 ) -> None:
     proxy = proxy_factory(document)
     proxy.routing_file.write_text("# kept: operators' notes\n" + proxy.routing_file.read_text())
+    proxy.routing_file.chmod(0o640)  # the apps' group reads it: a rewrite must keep that
     proxy.wait_for_version(2)
     response = proxy.admin(
         "PATCH",
         "/capabilities/products",
-        json={"phase": "dual_write", "reason": "go"},
+        json={"phase": "dual_write", "reason": "go", "gates": "passed"},
         headers={"X-Strangler-Actor": "ops-alice"},
     )
     assert response.status_code == 200, response.text
@@ -164,15 +166,18 @@ def test_the_admin_api_changes_the_phase_writes_the_file_and_audits(
     assert response.json()["new"] == {"phase": "dual_write"}
     text = proxy.routing_file.read_text()
     assert text.startswith("# kept: operators' notes\n")
+    assert proxy.routing_file.stat().st_mode & 0o777 == 0o640
     assert tomlkit.parse(text)["capabilities"]["products"]["phase"] == "dual_write"  # type: ignore[index]
     [entry] = proxy.admin("GET", "/audit").json()["entries"]
     assert entry["who"] == "ops-alice@127.0.0.1"
-    assert (entry["old"], entry["new"], entry["reason"]) == (
+    assert (entry["old"], entry["new"], entry["reason"], entry["gates"]) == (
         {"phase": "monolith"},
         {"phase": "dual_write"},
         "go",
+        "passed",
     )
     assert entry["what"] == "admin_change" and entry["at"].endswith("Z")
+    assert entry["config_version"] == 3
     time.sleep(0.3)  # the watcher sees the file the admin API wrote and must not re-apply it
     assert proxy.status()["config_version"] == 3
 
@@ -195,6 +200,65 @@ def test_the_admin_api_refuses_bad_changes_and_leaves_the_file_alone(
     )
     assert proxy.routing_file.read_bytes() == before
     assert not proxy.audit_log.exists()
+
+
+def test_a_gated_step_needs_its_gates_met_or_forced_with_a_reason(
+    proxy_factory: ProxyFactory, document: dict[str, Any]
+) -> None:
+    proxy = proxy_factory(document)
+    before = proxy.routing_file.read_bytes()
+    unchecked = proxy.admin("PATCH", "/capabilities/products", json={"phase": "dual_write"})
+    assert_problem(unchecked, 409, "strangler advance products")
+    no_reason = {"phase": "dual_write", "gates": "forced"}
+    assert_problem(proxy.admin("PATCH", "/capabilities/products", json=no_reason), 422, "reason")
+    assert proxy.routing_file.read_bytes() == before and not proxy.audit_log.exists()
+
+    forced = {"phase": "dual_write", "gates": "forced", "reason": "checked by hand"}
+    assert proxy.admin("PATCH", "/capabilities/products", json=forced).status_code == 200
+    back = proxy.admin("PATCH", "/capabilities/products", json={"phase": "monolith"})
+    assert back.status_code == 200, back.text  # the way back needs no gates
+    entries = proxy.admin("GET", "/audit").json()["entries"]
+    assert [(e["new"], e.get("gates")) for e in entries] == [
+        ({"phase": "dual_write"}, "forced"),
+        ({"phase": "monolith"}, None),
+    ]
+
+
+def test_raising_the_canary_is_gated_and_lowering_it_is_not(
+    proxy_factory: ProxyFactory, document: dict[str, Any]
+) -> None:
+    document["capabilities"]["products"].update(phase="canary", canary_percent=10)
+    proxy = proxy_factory(document)
+    raised = proxy.admin("PATCH", "/capabilities/products", json={"canary_percent": 50})
+    assert_problem(raised, 409, "raising the canary from 10 % to 50 %")
+    lowered = proxy.admin("PATCH", "/capabilities/products", json={"canary_percent": 5})
+    assert lowered.status_code == 200, lowered.text
+
+
+def test_a_hand_edit_that_takes_a_gated_step_is_audited_as_unchecked(
+    proxy_factory: ProxyFactory, document: dict[str, Any]
+) -> None:
+    proxy = proxy_factory(document)
+    document["capabilities"]["products"]["phase"] = "dual_write"
+    proxy.write_routing(document)
+    proxy.wait_for_version(2)
+    [entry] = proxy.admin("GET", "/audit").json()["entries"]
+    assert (entry["what"], entry["gates"], entry["new"]) == (
+        "file_edit",
+        "unchecked",
+        {"phase": "dual_write"},
+    )
+
+
+def test_the_config_version_goes_on_across_a_restart(
+    tmp_path: Path, document: dict[str, Any]
+) -> None:
+    with run_proxy(tmp_path, document) as proxy:
+        proxy.set(phase="dual_write")
+        reached = proxy.status()["config_version"]
+    assert reached == 2
+    with run_proxy(tmp_path, document) as again:  # the same directory: the same state
+        assert again.status()["config_version"] == reached + 1
 
 
 def test_the_admin_api_needs_the_token(

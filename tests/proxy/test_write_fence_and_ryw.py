@@ -18,6 +18,8 @@ from tests.support.metrics import metric_value
 from tests.support.problems import assert_problem
 from tests.support.processes import RunningApp
 
+FORCED = {"gates": "forced", "reason": "fence tests: the runbook gates are not under test"}
+
 
 def _auth(subject: str) -> dict[str, str]:
     token = jwt.encode({"sub": subject}, "signature unchecked by the proxy", algorithm="HS256")
@@ -64,12 +66,16 @@ def test_a_held_write_waits_for_the_flip_and_goes_to_the_new_side(
     assert proxy.client.get("/products/7").status_code == 200  # reads are never held
 
     unfenced = proxy.admin(
-        "PATCH", "/capabilities/products", json={"phase": "writes_cutover", "fence": "nope"}
+        "PATCH",
+        "/capabilities/products",
+        json={**FORCED, "phase": "writes_cutover", "fence": "nope"},
     )
     assert_problem(unfenced, 409)
     assert "needs the write fence" in unfenced.json()["detail"]
     flipped = proxy.admin(
-        "PATCH", "/capabilities/products", json={"phase": "writes_cutover", "fence": fence_id}
+        "PATCH",
+        "/capabilities/products",
+        json={**FORCED, "phase": "writes_cutover", "fence": fence_id},
     )
     assert flipped.status_code == 200, flipped.text
     opened = proxy.admin("DELETE", f"/capabilities/products/fence/{fence_id}")
@@ -86,7 +92,9 @@ def test_moving_writes_without_the_fence_is_refused_and_changes_nothing(
 ) -> None:
     proxy = _fenced_proxy(proxy_factory, echo_monolith, echo_service)
     version = proxy.status()["config_version"]
-    refused = proxy.admin("PATCH", "/capabilities/products", json={"phase": "writes_cutover"})
+    refused = proxy.admin(
+        "PATCH", "/capabilities/products", json={**FORCED, "phase": "writes_cutover"}
+    )
     assert_problem(refused, 409)
     assert "from monolith to service needs the write fence" in refused.json()["detail"]
     status = proxy.status()
@@ -148,7 +156,9 @@ def test_an_abandoned_fence_opens_by_itself_and_cannot_be_used_to_flip(
     time.sleep(0.5)
     assert proxy.client.post("/products/1", json={}).status_code == 200
     late = proxy.admin(
-        "PATCH", "/capabilities/products", json={"phase": "writes_cutover", "fence": fence_id}
+        "PATCH",
+        "/capabilities/products",
+        json={**FORCED, "phase": "writes_cutover", "fence": fence_id},
     )
     assert_problem(late, 409)
     assert "lease ran out" in late.json()["detail"]

@@ -40,6 +40,7 @@ def test_a_percentage_in_canary_raises_the_rollout_gated_by_the_canary_health() 
         "phase": "canary",
         "canary_percent": 50,
         "reason": "gates passed",
+        "gates": "passed",
     }
 
 
@@ -53,6 +54,7 @@ def test_a_change_past_failing_gates_says_so_in_its_reason() -> None:
     results = [GateResult("shadow reads agree", False, "0 compared"), GateResult("x", True, "")]
     changes = advance_changes(plan, results, "checked by hand")
     assert changes["reason"] == "FORCED past failing gates (shadow reads agree): checked by hand"
+    assert changes["gates"] == "forced"
 
 
 def test_there_is_nothing_past_the_last_phase_or_before_the_first() -> None:

@@ -16,59 +16,10 @@ from proxy.configfile import AuditEntry, RoutingFile
 from proxy.dashboard.html import Html, tag
 from proxy.dashboard.render import render_live
 from proxy.dashboard.routes import _actor
-from proxy.dashboard.state import Counts, RequestRates, _ask_lag, _phase_view
+from proxy.dashboard.state import _ask_lag, _phase_view
 from proxy.dashboard.tiles import records_tile, relay_tile
 from strangler.cli import _dashboard_url
 from strangler.phases import Phase
-
-
-class FakeCounters:
-    """Counter readings and a clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.counts: Counts = {}
-        self.reads = 0
-
-    def read(self) -> Counts:
-        self.reads += 1
-        return dict(self.counts)
-
-
-def test_no_rate_from_one_reading_then_the_difference_over_the_window() -> None:
-    fake = FakeCounters()
-    rates = RequestRates(fake.read, window=5.0, min_interval=1.0, clock=lambda: fake.now)
-    assert rates.rates() is None  # first poll: measuring
-    fake.now += 2.0
-    fake.counts = {("products", "monolith"): (40.0, 2.0)}
-    measured = rates.rates()
-    assert measured is not None
-    rate = measured[("products", "monolith")]
-    assert (rate.per_second, rate.errors_per_second, rate.window_seconds) == (20.0, 1.0, 2.0)
-
-
-def test_counters_are_read_at_most_once_a_second_however_often_asked() -> None:
-    fake = FakeCounters()
-    rates = RequestRates(fake.read, min_interval=1.0, clock=lambda: fake.now)
-    for _ in range(10):
-        rates.rates()
-        fake.now += 0.05
-    assert fake.reads == 1
-
-
-def test_old_readings_leave_the_window_and_a_quiet_spell_starts_measuring_again() -> None:
-    fake = FakeCounters()
-    rates = RequestRates(fake.read, window=5.0, min_interval=1.0, clock=lambda: fake.now)
-    for second in range(10):
-        fake.counts = {("products", "service"): (10.0 * second, 0.0)}
-        rates.rates()
-        fake.now += 1.0
-    fake.now -= 1.0
-    latest = rates.rates()
-    assert latest is not None and latest[("products", "service")].per_second == 10.0
-    assert latest[("products", "service")].window_seconds == 5.0
-    fake.now += 600  # nobody watched for ten minutes: no rate averaged over them
-    assert rates.rates() is None
 
 
 def test_text_is_escaped_and_only_built_markup_passes() -> None:
