@@ -14,7 +14,7 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
-_PRICE = re.compile(r"^(0|[1-9]\d{0,9})\.\d{2}$")
+_PRICE = re.compile(r"^(0|[1-9][0-9]{0,9})\.[0-9]{2}$")  # ASCII: \d takes any Unicode digit
 
 
 def cents_from_string(value: str) -> int:

@@ -4,31 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from strangler.fields import (
-    NO_NUL,
     NO_NUL_NO_SPACE,
     NO_NUL_NOT_BLANK,
+    TextRule,
     partial_update_schema,
-    refuse_nul,
     whole_number,
 )
 from strangler.money import Price
 
-Sku = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=NO_NUL_NO_SPACE),
-    refuse_nul,
-]
-Name = Annotated[
-    str,
-    StringConstraints(
-        strip_whitespace=True, min_length=1, max_length=200, pattern=NO_NUL_NOT_BLANK
-    ),
-    refuse_nul,
-]
-Description = Annotated[str, StringConstraints(max_length=5000, pattern=NO_NUL), refuse_nul]
+Sku = Annotated[str, TextRule(min_length=1, max_length=64, pattern=NO_NUL_NO_SPACE)]
+"""No white space anywhere, as documented: one with a space before or after is refused."""
+Name = Annotated[str, TextRule(min_length=1, max_length=200, pattern=NO_NUL_NOT_BLANK, trim=True)]
+Description = Annotated[str, TextRule(max_length=5000)]
 Stock = Annotated[int, Field(ge=0, le=1_000_000_000, strict=True), whole_number]
 
 

@@ -4,26 +4,24 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, EmailStr, StringConstraints
+from pydantic import BaseModel, ConfigDict, EmailStr
 
-from strangler.fields import NO_NUL, NO_NUL_NOT_BLANK, Text, refuse_nul
-
-Name = Annotated[
-    str,
-    StringConstraints(
-        strip_whitespace=True, min_length=1, max_length=200, pattern=NO_NUL_NOT_BLANK
-    ),
+from strangler.fields import (
+    NO_NUL_NOT_BLANK,
+    Text,
+    TextRule,
     refuse_nul,
-]
-Password = Annotated[
-    str, StringConstraints(min_length=8, max_length=200, pattern=NO_NUL), refuse_nul
-]
+    refuse_surrounding_space,
+)
+
+Name = Annotated[str, TextRule(min_length=1, max_length=200, pattern=NO_NUL_NOT_BLANK, trim=True)]
+Password = Annotated[str, TextRule(min_length=8, max_length=200)]
 
 
 class Registration(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: Annotated[EmailStr, refuse_nul]
+    email: Annotated[EmailStr, refuse_surrounding_space, refuse_nul]
     password: Password
     name: Name
 

@@ -25,7 +25,22 @@ def test_known_prices_parse_exactly(text: str, cents: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["1.5", "1.505", "01.00", "-1.00", "1,00", " 1.00", "1e2", "NaN", ".50"]
+    "text",
+    # the last two: Arabic-Indic and full-width digits, which Python's \d takes and the
+    # documented (ECMAScript) pattern does not
+    [
+        "1.5",
+        "1.505",
+        "01.00",
+        "-1.00",
+        "1,00",
+        " 1.00",
+        "1e2",
+        "NaN",
+        ".50",
+        "1.\u0660\u0660",
+        "\uff11.00",
+    ],
 )
 def test_anything_but_a_two_place_decimal_is_refused(text: str) -> None:
     with pytest.raises(ValueError):
