@@ -1,5 +1,10 @@
 """Forged and misdirected bearer tokens, against the real monolith and products service: every
-one is 401 with a bearer challenge, on both, and the write it carried does not happen."""
+one is 401 with a bearer challenge, on both, and the write it carried does not happen.
+
+Each app takes product writes here (the service's routing file puts it in writes_cutover), so a
+write carried by a token that got through would happen, and the genuine token's writes succeed:
+the control is each endpoint's own success status, not merely "not refused".
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.support.factories import new_account, new_product
+from tests.support.factories import new_account, new_product, product_body
 from tests.support.processes import (
     RunningApp,
     monolith_env,
@@ -40,7 +45,8 @@ class Apps:
     public_pem: bytes
     subject: str
     valid_token: str
-    product_id: int
+    product_id: int  # the monolith's product the forged writes aim at
+    service_product_id: int  # the service's
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +60,16 @@ def apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Apps]:
         f"sqlite:///{work / 's' / 'products.db'}", work / "s", work / "m" / "jwt-public.pem"
     )
     run_service_command(senv, "migrate")
+    # The monolith's own file is absent (phase monolith: it takes writes); the service's says
+    # writes_cutover, in which it takes them. Each app reads only its own file.
+    (work / "s" / "routing.toml").write_text('[capabilities.products]\nphase = "writes_cutover"\n')
     with serve_monolith(menv, work / "m") as monolith:
         with httpx.Client(base_url=monolith.base_url) as client:
             account = new_account(client)
             product = new_product(client, account)
         with serve_products_service(senv, work / "s") as service:
+            with httpx.Client(base_url=service.base_url) as client:
+                service_product = new_product(client, account)
             yield Apps(
                 monolith,
                 service,
@@ -67,6 +78,7 @@ def apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Apps]:
                 str(account.id),
                 account.token,
                 int(product["id"]),
+                int(service_product["id"]),
             )
 
 
@@ -145,7 +157,7 @@ def test_a_forged_token_is_refused_by_both_apps_and_changes_nothing(
     attempts = [
         ("monolith", "GET", f"{apps.monolith.base_url}/users/me", None),
         ("monolith", "PATCH", f"{apps.monolith.base_url}/products/{apps.product_id}", {"stock": 0}),
-        ("service", "DELETE", f"{apps.service.base_url}/products/{apps.product_id}", None),
+        ("service", "DELETE", f"{apps.service.base_url}/products/{apps.service_product_id}", None),
     ]
     for side, method, url, body in attempts:
         answer = httpx.request(method, url, json=body, headers=headers)
@@ -154,13 +166,37 @@ def test_a_forged_token_is_refused_by_both_apps_and_changes_nothing(
         assert answer.headers["www-authenticate"].startswith("Bearer")
     product = httpx.get(f"{apps.monolith.base_url}/products/{apps.product_id}").json()
     assert product["version"] == 1 and product["stock"] != 0
+    kept = httpx.get(f"{apps.service.base_url}/products/{apps.service_product_id}")
+    assert kept.status_code == 200 and kept.json()["version"] == 1, kept.text
+
+
+def _documented_success(base_url: str, path: str, method: str) -> int:
+    """The one 2xx status the app's OpenAPI document gives for this operation."""
+    responses = httpx.get(f"{base_url}/openapi.json").json()["paths"][path][method]["responses"]
+    [success] = [int(code) for code in responses if code.startswith("2")]
+    return success
 
 
 def test_the_genuine_token_is_accepted_so_the_refusals_are_the_forgeries(apps: Apps) -> None:
-    """The control: the same requests with the real token get past authentication."""
+    """The control: the same requests with the real token succeed, each with the status its
+    endpoint documents. They act on products of their own, so the forgeries' targets stay as
+    the forgery test expects them whichever test runs first."""
     headers = {"Authorization": f"Bearer {apps.valid_token}"}
-    me = httpx.get(f"{apps.monolith.base_url}/users/me", headers=headers)
-    assert me.status_code == 200 and str(me.json()["id"]) == apps.subject
-    # The service authenticates it, then refuses the write: the monolith still owns products.
-    delete = httpx.delete(f"{apps.service.base_url}/products/{apps.product_id}", headers=headers)
-    assert delete.status_code not in (401, 403), delete.text
+    monolith_url, service_url = apps.monolith.base_url, apps.service.base_url
+    me = httpx.get(f"{monolith_url}/users/me", headers=headers)
+    assert me.status_code == _documented_success(monolith_url, "/users/me", "get") == 200
+    assert str(me.json()["id"]) == apps.subject
+    with httpx.Client(base_url=monolith_url, headers=headers) as monolith:
+        mine = monolith.post("/products", json=product_body())
+        assert mine.status_code == 201, mine.text
+        patched = monolith.patch(f"/products/{mine.json()['id']}", json={"stock": 0})
+        documented = _documented_success(monolith_url, "/products/{product_id}", "patch")
+        assert patched.status_code == documented == 200, patched.text
+        assert (patched.json()["version"], patched.json()["stock"]) == (2, 0)
+    with httpx.Client(base_url=service_url, headers=headers) as service:
+        theirs = service.post("/products", json=product_body())
+        assert theirs.status_code == 201, theirs.text
+        deleted = service.delete(f"/products/{theirs.json()['id']}")
+        documented = _documented_success(service_url, "/products/{product_id}", "delete")
+        assert deleted.status_code == documented == 204, deleted.text
+        assert service.get(f"/products/{theirs.json()['id']}").status_code == 404

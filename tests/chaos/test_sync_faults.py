@@ -17,7 +17,6 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +129,7 @@ class WriteLoad:
 
     base_url: str
     writes: int
+    rng: random.Random  # each worker thread's draws are seeded from it before any starts
     threads: int = 4
     pool: list[int] = field(default_factory=list)  # existing products to write to
     tolerate_failures: bool = False  # True while the database is being restarted
@@ -146,8 +146,8 @@ class WriteLoad:
             pid = product["id"]
             self.acked[pid] = max(self.acked.get(pid, 0), product["version"])
 
-    def _worker(self, share: int) -> None:
-        rng = random.Random()
+    def _worker(self, share: int, seed: int) -> None:
+        rng = random.Random(seed)
         with httpx.Client(base_url=self.base_url, timeout=30) as client:
             account = self._account(client)
             mine = list(self.pool) or [self._create(client, account) for _ in range(5)]
@@ -222,7 +222,9 @@ class WriteLoad:
 
     def run(self) -> None:
         workers = [
-            threading.Thread(target=self._worker, args=(self.writes // self.threads,))
+            threading.Thread(
+                target=self._worker, args=(self.writes // self.threads, self.rng.getrandbits(64))
+            )
             for _ in range(self.threads)
         ]
         for worker in workers:
@@ -274,13 +276,12 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
 
 
 def test_the_relay_killed_20_times_during_10000_writes_loses_nothing(
-    watched_system: SyncSystem,
+    watched_system: SyncSystem, rng: random.Random
 ) -> None:
     system = watched_system
     system.set_phase("dual_write")
     writes, kills_wanted = 10_000, 20
-    load = WriteLoad(system.monolith.base_url, writes)
-    rng = random.Random()
+    load = WriteLoad(system.monolith.base_url, writes, random.Random(rng.getrandbits(64)))
     # Kill at 20 random points of the write stream, so every kill lands while writes run.
     kill_points = sorted(rng.sample(range(writes // 50, writes - writes // 50), kills_wanted))
     writer = load.start()
@@ -318,7 +319,7 @@ _EXPORT_AFTER = re.compile(r"/internal/sync/products/export\?after=(\d+)")
 
 
 def test_a_backfill_killed_10_times_under_writes_resumes_each_time_and_reconciles(
-    watched_system: SyncSystem, tmp_path: Path
+    watched_system: SyncSystem, tmp_path: Path, rng: random.Random
 ) -> None:
     system = watched_system
     rows, chunk = 30_000, 200
@@ -327,9 +328,14 @@ def test_a_backfill_killed_10_times_under_writes_resumes_each_time_and_reconcile
     system.set_phase("dual_write")
     checkpoint = system.workdir / "state" / "backfill-products.json"
     relay = system.cli_process("relay", "products", log="relay.log")
-    load = WriteLoad(system.monolith.base_url, 1_000_000, threads=2, pool=list(range(1, rows)))
+    load = WriteLoad(
+        system.monolith.base_url,
+        1_000_000,
+        random.Random(rng.getrandbits(64)),
+        threads=2,
+        pool=list(range(1, rows)),
+    )
     writer = load.start()
-    rng = random.Random()
     stops: list[int] = []
     try:
         for _ in range(10):
@@ -370,7 +376,7 @@ def test_a_backfill_killed_10_times_under_writes_resumes_each_time_and_reconcile
 
 
 def test_postgresql_restarted_under_the_relay_is_survived_and_everything_arrives(
-    tmp_path: Path,
+    tmp_path: Path, rng: random.Random
 ) -> None:
     with private_postgres() as server:
         monolith_db = server.create_database("monolith")
@@ -379,7 +385,7 @@ def test_postgresql_restarted_under_the_relay_is_survived_and_everything_arrives
             watch_versions(service_db)
             system.set_phase("dual_write")
             relay = system.cli_process("relay", "products", log="relay.log")
-            load = WriteLoad(system.monolith.base_url, 1_000_000, tolerate_failures=True)
+            load = WriteLoad(system.monolith.base_url, 1_000_000, rng, tolerate_failures=True)
             writer = load.start()
             try:
                 for mode in ("immediate", "fast", "immediate"):
@@ -412,10 +418,12 @@ def _log(system: SyncSystem, name: str) -> str:
     return (system.workdir / name).read_text(errors="replace")[-3000:]
 
 
-def test_watch_versions_catches_a_version_going_backwards(watched_system: SyncSystem) -> None:
+def test_watch_versions_catches_a_version_going_backwards(
+    watched_system: SyncSystem, rng: random.Random
+) -> None:
     """The guard above is real: plant a regression by hand and see it recorded."""
     engine = create_db_engine(watched_system.service_db)
-    key = uuid.uuid4().int % 1_000_000 + 1
+    key = rng.randint(1, 1_000_000)
     with engine.begin() as connection:
         connection.execute(
             text(

@@ -22,23 +22,26 @@ from tests.support.processes import monolith_env, run_monolith_command
 from tests.sync.conftest import SYNC_TOKEN, SyncSystem
 
 
-def _hammer(system: SyncSystem, writes: int, threads: int = 4) -> list[int]:
-    """`writes` product writes through the monolith from several threads; returns 5xx codes."""
+def _hammer(system: SyncSystem, writes: int, rng: random.Random, threads: int = 4) -> list[int]:
+    """`writes` product writes through the monolith from several threads; returns 5xx codes.
+
+    Each thread draws from a source of its own, seeded from `rng` before any starts, so what
+    each one writes does not depend on how the threads are scheduled."""
     failures: list[int] = []
     per_thread = writes // threads
 
-    def work() -> None:
-        rng = random.Random()
+    def work(seed: int) -> None:
+        draws = random.Random(seed)
         with system.monolith_client() as client:
             account = new_account(client)
             mine = [new_product(client, account, stock=10_000)["id"] for _ in range(5)]
             for _ in range(per_thread - 5):
-                pid = rng.choice(mine)
-                if rng.random() < 0.5:
+                pid = draws.choice(mine)
+                if draws.random() < 0.5:
                     r = client.patch(
                         f"/products/{pid}",
                         headers=account.headers,
-                        json={"stock": rng.randint(100, 10_000)},
+                        json={"stock": draws.randint(100, 10_000)},
                     )
                 else:
                     r = client.post(
@@ -49,7 +52,7 @@ def _hammer(system: SyncSystem, writes: int, threads: int = 4) -> list[int]:
                 if r.status_code >= 500:
                     failures.append(r.status_code)
 
-    workers = [threading.Thread(target=work) for _ in range(threads)]
+    workers = [threading.Thread(target=work, args=(rng.getrandbits(64),)) for _ in range(threads)]
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -58,14 +61,18 @@ def _hammer(system: SyncSystem, writes: int, threads: int = 4) -> list[int]:
 
 
 @pytest.mark.chaos  # the quick form of tests/chaos/test_sync_faults.py's 20 kills
-def test_a_relay_killed_at_random_moments_loses_nothing(system: SyncSystem) -> None:
+def test_a_relay_killed_at_random_moments_loses_nothing(
+    system: SyncSystem, rng: random.Random
+) -> None:
     system.set_phase("dual_write")
     done = threading.Event()
     result: list[list[int]] = []
-    writer = threading.Thread(target=lambda: (result.append(_hammer(system, 2000)), done.set()))
+    load = random.Random(rng.getrandbits(64))  # the writes' draws, apart from the kills'
+    writer = threading.Thread(
+        target=lambda: (result.append(_hammer(system, 2000, load)), done.set())
+    )
     writer.start()
     kills = 0
-    rng = random.Random()
     while not done.is_set():
         relay = system.cli_process("relay", "products", log="relay.log")
         time.sleep(rng.uniform(0.3, 1.2))
@@ -82,11 +89,13 @@ def test_a_relay_killed_at_random_moments_loses_nothing(system: SyncSystem) -> N
     assert report["rows_target"] == report["rows_source"] == 20
 
 
-def test_two_relays_started_by_mistake_corrupt_nothing(system: SyncSystem) -> None:
+def test_two_relays_started_by_mistake_corrupt_nothing(
+    system: SyncSystem, rng: random.Random
+) -> None:
     system.set_phase("dual_write")
     relays = [system.cli_process("relay", "products", log=f"relay-{n}.log") for n in range(2)]
     try:
-        assert _hammer(system, 600) == []
+        assert _hammer(system, 600, rng) == []
     finally:
         for relay in relays:
             relay.terminate()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -101,9 +104,64 @@ def test_a_forged_or_misdirected_token_is_refused(
         verifier.subject(forge(keys))
 
 
-def test_two_processes_creating_the_key_at_once_share_one(tmp_path: Path) -> None:
+def test_a_created_key_is_kept_private_and_reused(tmp_path: Path) -> None:
     path = tmp_path / "nested" / "key.pem"
     first = load_or_create_keypair(path)
     assert load_or_create_keypair(path) == first
     assert path.stat().st_mode & 0o777 == 0o600
-    assert [p.name for p in path.parent.iterdir()] == ["key.pem"]
+
+
+# Each process generates its own key, says so, and waits for the test's word before going on:
+# both are then past the "does the file exist?" check and race to put their key in place.
+RACER = """
+import hashlib, sys
+from pathlib import Path
+import strangler.tokens as tokens
+
+generate = tokens.rsa.generate_private_key
+
+def generate_then_wait(*args, **kwargs):
+    key = generate(*args, **kwargs)
+    print("generated", flush=True)
+    sys.stdin.readline()
+    return key
+
+tokens.rsa.generate_private_key = generate_then_wait
+keys = tokens.load_or_create_keypair(Path(sys.argv[1]))
+print(hashlib.sha256(keys.private_pem).hexdigest(), flush=True)
+"""
+
+
+def test_two_processes_creating_the_key_at_once_share_one(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "key.pem"
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        for racer in racers:  # the barrier: both hold a key of their own, neither has linked
+            assert racer.stdout is not None
+            said = racer.stdout.readline()
+            assert said == "generated\n", said + (racer.stderr.read() if racer.stderr else "")
+        assert not path.exists()
+        for racer in racers:  # released together
+            assert racer.stdin is not None
+            racer.stdin.write("go\n")
+            racer.stdin.flush()
+        results = [racer.communicate(timeout=60) for racer in racers]
+    finally:
+        for racer in racers:
+            if racer.poll() is None:
+                racer.kill()
+                racer.wait()
+    assert [racer.returncode for racer in racers] == [0, 0], [err for _, err in results]
+    on_disk = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert [out.strip() for out, _ in results] == [on_disk, on_disk]  # both use the one key
+    assert [p.name for p in path.parent.iterdir()] == ["key.pem"]  # the loser's copy is gone
+    assert path.stat().st_mode & 0o777 == 0o600
