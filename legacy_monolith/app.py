@@ -19,7 +19,7 @@ from strangler.db import Sessions, create_db_engine, install_database_problem_ha
 from strangler.health import install_health_routes
 from strangler.observability.http import install_observability
 from strangler.observability.outgoing import propagate_context
-from strangler.phases import PhaseFile
+from strangler.phases import PhaseFile, Side
 from strangler.problems import install_problem_handlers
 from strangler.sync.api import sync_router
 from strangler.tokens import (
@@ -70,7 +70,11 @@ def create_app(settings: MonolithSettings | None = None) -> FastAPI:
     app.state.token_verifier = TokenVerifier(keys.public_pem, policy)
     install_problem_handlers(app)
     install_database_problem_handler(app)
-    for router in (users.router, products.router, orders.router, sync_router()):
+    # The sync API re-emits (reconcile's repair) only while the phase gives this side the
+    # writes: it asks the routing file afresh each time.
+    phases = {"products": phase_file}
+    synced = sync_router(side=Side.MONOLITH, phase_of=lambda entity: phases[entity].reread())
+    for router in (users.router, products.router, orders.router, synced):
         app.include_router(router)
 
     install_health_routes(app)

@@ -24,8 +24,10 @@ from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
 
 __all__ = [
     "MAX_KEY",
+    "MAX_VERSION",
     "MIN_KEY",
     "Key",
+    "Version",
     "NO_NUL",
     "Text",
     "TextRule",
@@ -128,13 +130,24 @@ Text = Annotated[str, TextRule()]
 
 
 MIN_KEY, MAX_KEY = -(2**31), 2**31 - 1
-"""The range of a key (an id) or a version: their columns are `Integer`, 32 bits on
-PostgreSQL. A number outside names no row, and asking a database about it fails (PostgreSQL:
-integer out of range; SQLite, past 64 bits: the driver cannot bind it), so it is refused as
-invalid input before it gets there."""
+"""The range of a key (an id): the shop's key columns are `Integer`, 32 bits on PostgreSQL.
+A number outside names no row, and asking a database about it fails (PostgreSQL: integer out
+of range; SQLite, past 64 bits: the driver cannot bind it), so it is refused as invalid input
+before it gets there."""
 
 Key = Annotated[int, Field(ge=MIN_KEY, le=MAX_KEY)]
-"""A key or version in a request body: a 32-bit signed integer."""
+"""A key in a request body: a 32-bit signed integer."""
+
+MAX_VERSION = 2**53 - 1
+"""The largest version. Versions are 64-bit counters in the databases (strangler.sync.tables
+.COUNTER), since a hot row written for years, or a row re-emitted by repairs, can pass 2^31;
+on the wire they stop at 2^53 - 1, the largest integer every JSON reader holds exactly (a
+double's: 2^63 - 1 read as a double is 2^63, which a document's bound cannot tell apart).
+A million writes a second reach it in 285 years."""
+
+Version = Annotated[int, Field(ge=1, le=MAX_VERSION)]
+"""A row's version in a request body."""
+
 
 def _whole(value: object) -> object:
     if isinstance(value, float) and value.is_integer():

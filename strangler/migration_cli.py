@@ -34,7 +34,7 @@ from strangler.migration_steps import (
     read_phase,
     rollback_changes,
 )
-from strangler.phases import Phase, PhaseFile, SyncDirection, routing_of
+from strangler.phases import Phase, PhaseFile, Side, SyncDirection, routing_of
 from strangler.routing_file import ConfigError, load_config
 from strangler.runbook import STEPS, next_step
 from strangler.runbook import render as render_runbook
@@ -286,6 +286,42 @@ def rollback(
     console.print(f"how to check: {escape(check)}", soft_wrap=True)
 
 
+def barrier(
+    capability: Annotated[str, typer.Argument(help="Capability name, e.g. products")],
+    writes_to: Annotated[
+        Side | None,
+        typer.Option(help="Close the other side's barrier, then open this side's"),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show each side's write barrier (whether its database lets the capability's writes
+    commit), or set them: the escape hatch after a hand edit of the phase moved writes
+    without `strangler advance`/`rollback`, which set the barriers themselves."""
+    settings = CliSettings()
+    token = settings.sync_token_value()
+    if token is None:
+        raise fail("no sync token", "set STRANGLER_SYNC_TOKEN, or run where `up` wrote it")
+    urls = {Side.MONOLITH: settings.monolith_url, Side.SERVICE: settings.service_url}
+    clients = {side: SyncClient(url, token, capability, timeout=15) for side, url in urls.items()}
+    try:
+        if writes_to is not None:
+            other = Side.SERVICE if writes_to is Side.MONOLITH else Side.MONOLITH
+            clients[other].set_writes(False)  # first: at no moment both sides take writes
+            clients[writes_to].set_writes(True)
+        states = {side.value: client.writes() for side, client in clients.items()}
+    except SyncApiError as exc:
+        raise fail(str(exc), "are both sides running, with the sync token?") from exc
+    finally:
+        for client in clients.values():
+            client.close()
+    if as_json:
+        print_json({"capability": capability, "writes_here": states})
+        return
+    words = {True: "takes writes", False: "refuses writes", None: "follows the phase"}
+    for side, here in states.items():
+        console.print(f"{side}: {words[here]}")
+
+
 def register(app: typer.Typer) -> None:
-    for command in (status, runbook, advance, rollback):
+    for command in (status, runbook, advance, rollback, barrier):
         app.command()(command)

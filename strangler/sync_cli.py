@@ -9,6 +9,7 @@ outbox.
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import threading
 import time
@@ -27,12 +28,21 @@ from rich.progress import (
 from rich.table import Table
 
 from strangler.console import console, fail
-from strangler.phases import PhaseFile, SyncDirection
+from strangler.phases import Phase, PhaseFile, SyncDirection, routing_of
 from strangler.settings import CliSettings
 from strangler.sync.backfill import Backfill
 from strangler.sync.client import SyncApiError, SyncClient
+from strangler.sync.reconcile import (
+    ReconcileReport,
+    compared_direction,
+    remember_verdict,
+    repair,
+    repair_refusal,
+    source_side,
+)
 from strangler.sync.reconcile import reconcile as run_reconcile
-from strangler.sync.reconcile import remember_verdict, repair
+
+log = logging.getLogger("strangler.relay")
 
 __all__ = ["register"]
 
@@ -169,7 +179,13 @@ def relay(
             if until_drained and worker.lag().pending == 0:
                 return
     except KeyboardInterrupt:
-        console.print("[cyan]relay stopped[/]")
+        pass  # Ctrl-C stops it as SIGTERM (how `strangler up` stops it) does
+    if worker is not None:
+        try:  # a relay started next need not wait out our lease (up to 15 s of lag)
+            worker.release_lease()
+        except Exception as exc:  # the database is gone: the lease simply runs out
+            log.debug("lease not released: %r", exc)
+    console.print("[cyan]relay stopped[/]")
 
 
 def backfill(
@@ -238,24 +254,41 @@ def reconcile(
         ),
     ] = 2.0,
 ) -> None:
-    """Compare both sides by range checksums; exit 0 when they agree, 1 when they do not."""
+    """Compare both sides by range checksums; exit 0 when they agree, 1 when they do not.
+
+    --repair re-emits the differing rows from the source, which must be the side that takes
+    the writes in a phase that did not change while the sides were compared: the phase is
+    read when the command starts and again just before repairing, and the repair stops
+    (exit 2, nothing repaired) otherwise. The side itself refuses a re-emit in a phase that
+    gives it no writes, which covers a switch during the repair.
+    """
     settings = CliSettings()
-    source, target = _sides(settings, entity, _direction(settings, entity, direction))
+    started = PhaseFile(settings.routing_file, entity).current()
+    chosen = _chosen_direction(direction) or compared_direction(started)
+    if do_repair:
+        _refuse_repair(entity, started, started, chosen)  # before spending a reconcile on it
+    source, target = _sides(settings, entity, chosen)
+    began = time.time()
     try:
         report = run_reconcile(source, target, confirm_seconds=confirm_seconds)
         repaired = None
         if do_repair and report.differences:
-            repaired = repair(source, target, report.differences)
+            _refuse_repair(
+                entity, started, PhaseFile(settings.routing_file, entity).current(), chosen
+            )
+            repaired = _repair(entity, source, target, report)
             after = run_reconcile(source, target)
     except SyncApiError as exc:
         raise fail(str(exc), "check that both sides run and share the sync token") from exc
     final = after if repaired is not None else report
     remember_verdict(settings.state_dir / f"reconcile-{entity}.json", final)
+    resolved = _resolve_dead_letters(source, target, began) if final.agree else 0
     if as_json:
         body = report.as_json()
         if repaired is not None:
             body["repaired"] = repaired
             body["agree_after_repair"] = after.agree
+        body["dead_letters_resolved"] = resolved
         print(json.dumps(body, indent=2))
     else:
         console.print(
@@ -273,8 +306,65 @@ def reconcile(
         console.print(f"{len(report.differences)} difference(s)")
         if repaired is not None:
             console.print(f"repaired {repaired}; now {len(after.differences)} difference(s)")
+        if resolved:
+            console.print(f"both sides agree: {resolved} dead letter(s) marked resolved")
     if after.differences if repaired is not None else report.differences:
         raise typer.Exit(code=1)
+
+
+def _resolve_dead_letters(source: SyncClient, target: SyncClient, began: float) -> int:
+    """Both sides agree, as compared after `began`: the writes that the dead letters from
+    before it carried are missing nowhere now (repaired, or overtaken by newer writes).
+    Mark them resolved on both sides, which lets writes change sides again."""
+    resolved = 0
+    for side in (source, target):
+        try:
+            resolved += side.resolve_dead_letters(before=began)
+        except SyncApiError as exc:  # the verdict stands; the next reconcile tries again
+            log.warning("dead letters on %s not marked resolved: %s", side.base_url, exc)
+    return resolved
+
+
+def _chosen_direction(wanted: Direction) -> SyncDirection | None:
+    if wanted is Direction.FORWARD:
+        return SyncDirection.FORWARD
+    if wanted is Direction.REVERSE:
+        return SyncDirection.REVERSE
+    return None
+
+
+def _refuse_repair(entity: str, started: Phase, now: Phase, direction: SyncDirection) -> None:
+    """Stop (exit 2) unless a repair from `direction`'s source may run now."""
+    refusal = repair_refusal(started, now, source_side(direction))
+    if refusal is None:
+        return
+    writer = routing_of(now).writes
+    if now is not started:
+        hint = (
+            f"run `strangler reconcile {entity} --repair` again once the phase has settled: it "
+            "compares the sides afresh and repairs from the side that takes the writes then"
+        )
+    else:
+        hint = (
+            f"leave out --direction: it then repairs from the {writer.value}, which takes the "
+            f"writes in phase {now.value}; a reconcile without --repair may compare either way"
+        )
+    raise fail(f"repair refused: {refusal}", hint)
+
+
+def _repair(entity: str, source: SyncClient, target: SyncClient, report: ReconcileReport) -> int:
+    """Repair, turning the source's refusal (the phase moved the writes away from it while
+    repairing) into the CLI's error with what to do."""
+    try:
+        return repair(source, target, report.differences)
+    except SyncApiError as exc:
+        if exc.retryable:
+            raise
+        raise fail(
+            f"repair refused: {exc}",
+            f"see that the phase has settled, then run `strangler reconcile {entity} --repair` "
+            "again: rows repaired before the refusal stay repaired",
+        ) from exc
 
 
 def register(app: typer.Typer) -> None:

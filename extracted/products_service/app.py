@@ -13,7 +13,7 @@ from extracted.products_service.settings import ProductsServiceSettings
 from strangler.db import Sessions, create_db_engine, install_database_problem_handler
 from strangler.health import install_health_routes
 from strangler.observability.http import install_observability
-from strangler.phases import PhaseFile
+from strangler.phases import PhaseFile, Side
 from strangler.problems import install_problem_handlers, problem_response
 from strangler.sync.api import sync_router
 from strangler.tokens import TokenPolicy, TokenVerifier
@@ -33,12 +33,19 @@ def create_app(settings: ProductsServiceSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        sweep.start()
         yield
+        sweep.stop()
         engine.dispose()
 
     app = FastAPI(title="Products service", version="1.0.0", lifespan=lifespan)
+    app.state.settings = settings
     phase_file = PhaseFile(settings.routing_file, "products")
     app.state.sessions = Sessions(engine, info=service.sessions_info(phase_file))
+    # Gives back the stock of reservations whose order never confirmed them within the lease.
+    sweep = service.ReservationSweep(
+        app.state.sessions, interval_seconds=settings.reservation_sweep_seconds
+    )
     app.state.token_verifier = TokenVerifier(
         public_pem, TokenPolicy(issuer=settings.jwt_issuer, audience=settings.jwt_audience)
     )
@@ -60,7 +67,10 @@ def create_app(settings: ProductsServiceSettings | None = None) -> FastAPI:
 
     app.include_router(api.router)
     app.include_router(internal_api.router)
-    app.include_router(sync_router())
+    phases = {"products": phase_file}  # read afresh: a re-emit is refused if not the writer
+    app.include_router(
+        sync_router(side=Side.SERVICE, phase_of=lambda entity: phases[entity].reread())
+    )
 
     install_health_routes(app)
     install_observability(

@@ -2,19 +2,24 @@
 
 Service to service (the sync token), never exposed through the proxy's public routes. The
 orders capability's HTTP adapter is the caller: it prices an order from snapshots, reserves
-stock under a reservation id it chooses (retrying safely), and releases it if the order
-cannot be recorded.
+stock under a reservation id it chooses (retrying safely), confirms the reservation just
+before it records the order, and releases it if the order cannot be recorded. A reservation
+left unconfirmed past its lease is given back by the service's sweep (service.ReservationSweep);
+a release after a rollback hands the stock over to the caller, who gives it back where the
+writes went (`hand_back`).
 """
 
 from __future__ import annotations
 
 import hmac
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from extracted.products_service import service
+from extracted.products_service.settings import ProductsServiceSettings
 from strangler.db import ReadSession, WriteSession
 from strangler.fields import MAX_KEY, MIN_KEY, NO_NUL, refuse_nul, whole_number
 from strangler.problems import Problem, problem_responses
@@ -60,6 +65,23 @@ class Line(BaseModel):
 class ReservationRequest(BaseModel):
     reservation_id: ReservationId
     items: Annotated[list[Line], Field(min_length=1, max_length=100)]
+    confirm: bool = Field(
+        False,
+        description=(
+            "The order is about to be recorded: make the reservation final (taking the "
+            "stock first if this id holds none yet). Refused (409) once the reservation holds "
+            "no stock any more: its lease ended and the sweep gave it back, or it was released."
+        ),
+    )
+
+
+def _reservation_lease(request: Request) -> timedelta:
+    settings: ProductsServiceSettings = request.app.state.settings
+    return timedelta(seconds=settings.reservation_lease_seconds)
+
+
+ReservationLease = Annotated[timedelta, Depends(_reservation_lease)]
+"""How long an unconfirmed reservation holds its stock (the lease setting of the service)."""
 
 
 @router.post("/snapshots")
@@ -77,15 +99,23 @@ def snapshots(body: SnapshotRequest, session: ReadSession) -> dict[str, object]:
     "/reservations",
     status_code=201,
     responses=problem_responses(
-        409, descriptions={409: "Not enough stock, or the reservation was released."}
+        409, descriptions={409: "Not enough stock, or the reservation holds no stock any more."}
     ),
 )
-def reserve(body: ReservationRequest, session: WriteSession) -> dict[str, object]:
+def reserve(
+    body: ReservationRequest, session: WriteSession, lease: ReservationLease
+) -> dict[str, object]:
     quantities: dict[int, int] = {}
     for line in body.items:
         quantities[line.product_id] = quantities.get(line.product_id, 0) + line.quantity
     try:
-        reservation = service.reserve(session, body.reservation_id, quantities)
+        reservation = service.reserve(
+            session,
+            body.reservation_id,
+            quantities,
+            expires_at=datetime.now(UTC) + lease,
+            confirm=body.confirm,
+        )
     except service.UnknownProducts as exc:
         raise Problem(
             422, f"Unknown product id(s): {exc.product_ids}.", product_ids=exc.product_ids
@@ -100,7 +130,12 @@ def reserve(body: ReservationRequest, session: WriteSession) -> dict[str, object
             available=exc.available,
         ) from exc
     except service.ReservationReleased as exc:
-        raise Problem(409, f"Reservation {body.reservation_id} was already released.") from exc
+        raise Problem(
+            409,
+            f"Reservation {body.reservation_id} was already released (given back, expired or "
+            "handed back): it takes no stock and cannot be confirmed. Place the order again.",
+            code="reservation_released",
+        ) from exc
     return {"reservation_id": reservation.id, "status": reservation.status}
 
 
@@ -108,5 +143,22 @@ def reserve(body: ReservationRequest, session: WriteSession) -> dict[str, object
 def release(
     reservation_id: Annotated[str, Path(min_length=1, max_length=100, pattern=NO_NUL)],
     session: WriteSession,
+    hand_back: Annotated[
+        bool,
+        Query(
+            description=(
+                "While the monolith takes product writes (after a rollback), answer the "
+                "reservation's items instead of refusing: the caller gives them back there, "
+                "once. Without it such a release is refused (503, writes_elsewhere)."
+            )
+        ),
+    ] = False,
 ) -> dict[str, object]:
-    return {"reservation_id": reservation_id, "status": service.release(session, reservation_id)}
+    """Give the reservation's stock back. `status` "handed_back" means it was not given back
+    here: `items` lists what the caller must give back where the writes are."""
+    done = service.release(session, reservation_id, hand_back=hand_back)
+    return {
+        "reservation_id": reservation_id,
+        "status": done.status,
+        "items": [{"product_id": p, "quantity": q} for p, q in done.hand_over],
+    }

@@ -62,9 +62,20 @@ class ProductCatalog(ABC):
         """Take the stock, all or nothing; raise OutOfStock when one product falls short,
         CatalogUnavailable when the catalogue cannot be reached."""
 
+    def confirm(self) -> None:  # noqa: B027 (a default: most catalogues have nothing to do)
+        """Make what `reserve` took final, just before the order is recorded; raise
+        CatalogUnavailable when it can no longer be (the order must then not be recorded).
+
+        A remote catalogue gives back a reservation nobody confirmed within its lease (its
+        caller may have crashed before recording the order), so an order may be recorded
+        only on a confirmed one. In-process there is nothing to do: the stock change commits
+        with the order, or rolls back with it.
+        """
+
     @abstractmethod
     def release(self) -> None:
-        """Give back what `reserve` took, when the order could not be recorded after all."""
+        """Give back what `reserve` took, when the order could not be recorded after all,
+        where product writes are taken now (after a rollback, no longer where it was taken)."""
 
 
 class Customers(ABC):

@@ -128,7 +128,11 @@ def _record(
     fingerprint: str,
     prices: Mapping[int, CatalogItem],
 ) -> PlacedOrder:
-    """Write the order; if it cannot be written, give the reserved stock back."""
+    """Confirm the reservation and write the order; if either fails, give the stock back.
+
+    Confirming comes first: a reservation the catalogue gave back because nobody confirmed it
+    in time must not carry an order, and once confirmed it is given back only by `release`.
+    """
     lines = [
         OrderLine(
             product_id=item.product_id,
@@ -147,6 +151,7 @@ def _record(
     )
     session.add(order)
     try:
+        catalog.confirm()
         session.commit()
     except IntegrityError:
         session.rollback()

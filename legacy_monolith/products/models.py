@@ -9,7 +9,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from strangler.db import NAMING_CONVENTION
 from strangler.sync.apply import EntitySpec
-from strangler.sync.tables import sync_tables
+from strangler.sync.tables import COUNTER, sync_tables
 
 
 class ProductsBase(DeclarativeBase):
@@ -37,7 +37,7 @@ class Product(ProductsBase):
     description: Mapped[str] = mapped_column(Text, default="")
     price_cents: Mapped[int] = mapped_column(BigInteger)
     stock: Mapped[int] = mapped_column(Integer, default=0)
-    version: Mapped[int] = mapped_column(Integer, default=1)
+    version: Mapped[int] = mapped_column(COUNTER, default=1)  # 64-bit on PostgreSQL
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()

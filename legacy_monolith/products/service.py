@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 
 from legacy_monolith.products.models import DATA_COLUMNS, SYNC_TABLES, Product
 from legacy_monolith.products.schemas import ProductCreate, ProductPatch
-from strangler.phases import PhaseFile, Side, SyncDirection, routing_of
+from strangler.phases import Phase, PhaseFile, Side, routing_of
+from strangler.sync.barrier import WritesRefused, require_writes_here, transaction_phase
 from strangler.sync.events import ChangeEvent
 from strangler.sync.outbox import record_change
 
@@ -26,18 +27,23 @@ def sessions_info(phase_file: PhaseFile) -> dict[str, object]:
 
 
 class WritesMoved(Exception):
-    """The phase says products are written by the products service now: a write here would
-    be neither kept on the way back nor seen by the service."""
+    """The products service takes product writes now (the phase says so, or the write barrier
+    of this database is closed): a write here would be neither kept on the way back nor seen
+    by the service."""
+
+
+def _phase(session: Session) -> Phase:
+    phase_file = session.info.get(CHANGE_FEED)
+    return transaction_phase(session, phase_file if isinstance(phase_file, PhaseFile) else None)
 
 
 def _ensure_writes_here(session: Session) -> None:
-    phase_file = session.info.get(CHANGE_FEED)
-    if (
-        isinstance(phase_file, PhaseFile)
-        and routing_of(phase_file.current()).writes is Side.SERVICE
-    ):
+    """Refuse early, before any work, when the phase already says writes are elsewhere; the
+    barrier decides for good at the end of the write (`_emit`)."""
+    phase = _phase(session)
+    if routing_of(phase).writes is Side.SERVICE:
         session.rollback()
-        raise WritesMoved(phase_file.current().value)
+        raise WritesMoved(phase.value)
 
 
 def _emit(
@@ -47,13 +53,22 @@ def _emit(
     deleted_version: int | None = None,
     product: Product | None = None,
 ) -> None:
-    """Write the product's change event to the outbox when the phase syncs monolith -> service.
+    """Let the write commit only if this side may take product writes now, and record its
+    change event in the outbox while the phase syncs.
 
-    Called inside the write's transaction, after the change: both commit or neither does.
+    Called inside the write's transaction, after the change: the barrier row is read after
+    the change (see strangler.sync.barrier), and the change and its event commit together or
+    not at all. The phase is the one the transaction read first, never read again.
     """
-    _ensure_writes_here(session)  # checked again at the end: the phase may have just moved
-    phase_file = session.info.get(CHANGE_FEED)
-    if not isinstance(phase_file, PhaseFile) or phase_file.sync() is not SyncDirection.FORWARD:
+    phase = _phase(session)
+    try:
+        require_writes_here(
+            session, SYNC_TABLES, by_phase=routing_of(phase).writes is Side.MONOLITH
+        )
+    except WritesRefused as exc:
+        session.rollback()
+        raise WritesMoved(str(exc)) from exc
+    if routing_of(phase).sync is None:
         return
     if deleted_version is not None:
         event = ChangeEvent(entity="products", key=product_id, version=deleted_version, op="delete")

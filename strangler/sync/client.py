@@ -96,6 +96,35 @@ class SyncClient:
         result: dict[str, Any] = self._call("GET", "/lag")
         return result
 
+    def dead_letters(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The unresolved dead letters (key, version, reason, failed_at), oldest first."""
+        found: list[dict[str, Any]] = self._call("GET", "/dead-letters", params={"limit": limit})[
+            "dead_letters"
+        ]
+        return found
+
+    def resolve_dead_letters(self, before: float) -> int:
+        """Mark resolved the dead letters that failed at or before `before`."""
+        resolved: int = self._call("POST", "/dead-letters/resolve", json={"before": before})[
+            "resolved"
+        ]
+        return resolved
+
+    def writes(self) -> bool | None:
+        """This side's write barrier (strangler.sync.barrier): True, False, or None."""
+        here: bool | None = self._call("GET", "/writes")["here"]
+        return here
+
+    def set_writes(self, here: bool | None, *, wait_seconds: float = 10.0) -> None:
+        """Open (True) or close (False) this side's write barrier; returns once the writes in
+        flight there have finished."""
+        self._call(
+            "PUT",
+            "/writes",
+            json={"here": here, "wait_seconds": wait_seconds},
+            timeout=wait_seconds + 5,
+        )
+
     def export(
         self, after: int, limit: int, fmt: str = JSON_LINES
     ) -> tuple[bytes, int, int | None]:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from strangler.fields import MAX_KEY, Key
+from strangler.fields import Key, Version
 
 __all__ = ["ApplyOutcome", "ChangeEvent", "EventBatch", "OutcomeBatch"]
 
@@ -29,7 +29,7 @@ class ChangeEvent(BaseModel):
     event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
     entity: str
     key: Key
-    version: int = Field(ge=1, le=MAX_KEY)
+    version: Version
     op: Literal["upsert", "delete"]
     data: dict[str, Any] | None = None
     trace_context: str | None = Field(

@@ -42,7 +42,13 @@ def outbox_lag(session: Session, tables: SyncTables, now: float | None = None) -
             outbox.c.delivered_at.is_(None)
         )
     ).one()
-    dead = session.scalar(select(func.count()).select_from(tables.dead_letters))
+    letters = tables.dead_letters
+    dead, first_dead = session.execute(
+        select(func.count(), func.min(letters.c.outbox_id)).where(letters.c.resolved_at.is_(None))
+    ).one()
+    if first_dead is not None and (first is None or first_dead < first):
+        # The other side lacks that write: for read-your-writes it is still to come.
+        first = first_dead
     age = ((time.time() if now is None else now) - oldest) if oldest is not None else None
     return OutboxLag(
         pending=pending,

@@ -5,7 +5,10 @@ read of a table gives the checksum of every leaf of it (a few hundred keys each)
 agree are done, leaves that differ are compared row by row. When the sides mostly agree this
 costs about one checksum pass over each table, the two sides reading at the same time.
 Repair re-emits the differing keys from the source of truth at versions above anything either
-side holds, and applies them to the other side at once.
+side holds, and applies them to the other side at once. The source of truth is the side the
+phase gives the writes, and only while the phase stays what it was when the sides were
+compared (`repair_refusal`): a re-emit from the other side would carry stale rows over
+acknowledged newer writes, and win by version.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from strangler.phases import Phase, Side, SyncDirection, routing_of
 from strangler.sync.client import SyncClient
 from strangler.sync.wire import HASHES, MAX_BUCKETS, split_range
 
@@ -25,10 +29,13 @@ __all__ = [
     "Difference",
     "common_hash",
     "ReconcileReport",
+    "compared_direction",
     "last_verdict",
     "reconcile",
     "remember_verdict",
     "repair",
+    "repair_refusal",
+    "source_side",
 ]
 
 Kind = Literal["missing_in_target", "missing_in_source", "version_differs", "content_differs"]
@@ -199,6 +206,46 @@ def reconcile(
         report.differences = [again[d.key] for d in report.differences if d.key in again]
     report.differences.sort(key=lambda d: d.key)
     return report
+
+
+def compared_direction(phase: Phase) -> SyncDirection:
+    """Which way a reconcile compares when not told: the way the phase syncs, or, when
+    nothing syncs, from the side that takes the writes (the only side a repair may use)."""
+    routing = routing_of(phase)
+    if routing.sync is not None:
+        return routing.sync
+    return SyncDirection.FORWARD if routing.writes is Side.MONOLITH else SyncDirection.REVERSE
+
+
+def source_side(direction: SyncDirection) -> Side:
+    """The side that is the source when comparing in `direction`."""
+    return Side.MONOLITH if direction is SyncDirection.FORWARD else Side.SERVICE
+
+
+def repair_refusal(started: Phase, now: Phase, source: Side) -> str | None:
+    """Why a repair from `source` may not run now, or None when it may.
+
+    `started` is the phase the reconcile began in, `now` the phase read again just before
+    repairing. A phase change in between may have moved the writes: the differences were
+    found against the sides as they were, and the source may no longer hold the newest
+    acknowledged writes. And a source that does not take the writes never may: its re-emitted
+    rows, at versions above both sides', would overwrite newer writes.
+    """
+    if now is not started:
+        return (
+            f"the phase changed from {started.value} to {now.value} since the reconcile "
+            "started; its differences describe the sides as they were, and the side that "
+            "takes the writes may have changed. Nothing was repaired."
+        )
+    writer = routing_of(now).writes
+    if source is not writer:
+        return (
+            f"a repair from the {source.value} would re-emit its rows over the {writer.value}'s, "
+            f"but in phase {now.value} the {writer.value} takes the writes: the {source.value}'s "
+            "rows may be older than acknowledged writes, and would overwrite them. Nothing was "
+            "repaired."
+        )
+    return None
 
 
 def repair(source: SyncClient, target: SyncClient, differences: list[Difference]) -> int:

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine, delete, insert, select, update
 
@@ -30,6 +31,10 @@ from strangler.sync.tables import SyncTables
 __all__ = ["Relay", "RelayStats"]
 
 log = logging.getLogger("strangler.relay")
+
+
+_PRUNE_EVERY_SECONDS = 60.0
+"""How often delivered events older than the retention are deleted."""
 
 
 @dataclass
@@ -63,6 +68,9 @@ class Relay:
         self.holder = holder or uuid.uuid4().hex
         self._clock = clock
         self.stats = RelayStats()
+        # Kept here, not in `run`: the CLI runs one round a second, and a schedule reset
+        # each round pruned every second, a write transaction competing with the app's.
+        self._last_prune = float("-inf")
 
     def acquire_lease(self) -> bool:
         """Take or renew the delivery lease; False while another relay holds a live one.
@@ -125,28 +133,29 @@ class Relay:
             )
         if not rows:
             return 0
-        events = [
-            ChangeEvent(
-                event_id=uuid.UUID(r["event_id"]),
-                entity=self._entity,
-                key=r["entity_key"],
-                version=r["version"],
-                op=r["op"],
-                data=json.loads(r["data"]) if r["data"] is not None else None,
-                trace_context=r["trace_context"],
-            )
-            for r in rows
-        ]
-        with publishing(self._entity, events) as sent:
-            outcomes = self._target.apply(sent)
-        by_id = {str(o.event_id): o for o in outcomes}
+        events: list[ChangeEvent] = []
+        unbuildable: dict[str, str] = {}  # event_id -> why it cannot be sent
+        for row in rows:
+            try:
+                events.append(self._event(row))
+            except ValueError as exc:  # a value the protocol refuses, bad JSON, a bad id
+                unbuildable[row["event_id"]] = f"cannot be sent as a change event: {exc}"
+        outcomes = []
+        if events:
+            with publishing(self._entity, events) as sent:
+                outcomes = self._target.apply(sent)
+        reasons = {
+            str(o.event_id): o.reason or "rejected" for o in outcomes if o.outcome == "rejected"
+        }
+        reasons.update(unbuildable)  # dead letters too: retried, they would stop the outbox
+        settled_ids = {str(o.event_id) for o in outcomes} | unbuildable.keys()
         now = self._clock()
         with self._sessions.write() as session:
             for row in rows:
-                outcome = by_id.get(row["event_id"])
-                if outcome is None:
+                if row["event_id"] not in settled_ids:
                     continue  # not acknowledged: it stays pending and is sent again
-                if outcome.outcome == "rejected":
+                reason = reasons.get(row["event_id"])
+                if reason is not None:
                     session.execute(
                         insert(self._tables.dead_letters).values(
                             event_id=row["event_id"],
@@ -154,13 +163,14 @@ class Relay:
                             version=row["version"],
                             op=row["op"],
                             data=row["data"],
-                            reason=outcome.reason or "rejected",
+                            reason=reason,
                             failed_at=now,
+                            outbox_id=row["id"],
                         )
                     )
                     self.stats.dead_lettered += 1
                 self.stats.delivered += 1
-            settled = [r["id"] for r in rows if r["event_id"] in by_id]
+            settled = [r["id"] for r in rows if r["event_id"] in settled_ids]
             session.execute(
                 update(outbox)
                 .where(outbox.c.id.in_(settled), outbox.c.delivered_at.is_(None))
@@ -169,6 +179,17 @@ class Relay:
             session.commit()
         self.stats.batches += 1
         return len(settled)
+
+    def _event(self, row: Any) -> ChangeEvent:
+        return ChangeEvent(
+            event_id=uuid.UUID(row["event_id"]),
+            entity=self._entity,
+            key=row["entity_key"],
+            version=row["version"],
+            op=row["op"],
+            data=json.loads(row["data"]) if row["data"] is not None else None,
+            trace_context=row["trace_context"],
+        )
 
     def lag(self) -> OutboxLag:
         with self._sessions.read() as session:
@@ -198,7 +219,6 @@ class Relay:
     ) -> None:
         """Deliver until `stop` is set (or, with until_drained, until nothing is pending)."""
         backoff = 0.5
-        last_prune = 0.0
         while not stop.is_set():
             try:
                 if not self.acquire_lease():
@@ -206,9 +226,9 @@ class Relay:
                     continue
                 settled = self.deliver_once()
                 backoff = 0.5
-                if self._clock() - last_prune > 60:
+                if self._clock() - self._last_prune > _PRUNE_EVERY_SECONDS:
                     self.prune(retention_seconds)
-                    last_prune = self._clock()
+                    self._last_prune = self._clock()
                 if settled == 0:
                     if until_drained:
                         return

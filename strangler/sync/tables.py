@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Float,
     Index,
@@ -21,7 +22,12 @@ from sqlalchemy import (
     Text,
 )
 
-__all__ = ["SyncTables", "sync_tables"]
+__all__ = ["COUNTER", "SyncTables", "sync_tables"]
+
+COUNTER = BigInteger().with_variant(Integer(), "sqlite")
+"""A 64-bit counter (ids of events, versions of rows): BIGINT on PostgreSQL, where INTEGER
+is 32 bits and a busy outbox or a hot row reaches 2^31; INTEGER on SQLite, which is 64 bits
+there and the only type an autoincrementing key may have."""
 
 
 @dataclass(frozen=True)
@@ -30,16 +36,18 @@ class SyncTables:
     dead_letters: Table
     tombstones: Table
     relay_lease: Table
+    writes: Table
+    """One row: whether this side may take the entity's writes (strangler.sync.barrier)."""
 
 
 def sync_tables(metadata: MetaData, entity: str) -> SyncTables:
     outbox = Table(
         f"{entity}_outbox",
         metadata,
-        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("id", COUNTER, primary_key=True, autoincrement=True),
         Column("event_id", String(36), nullable=False, unique=True),
         Column("entity_key", BigInteger, nullable=False),
-        Column("version", Integer, nullable=False),
+        Column("version", COUNTER, nullable=False),
         Column("op", String(10), nullable=False),
         Column("data", Text, nullable=True),
         Column("created_at", Float, nullable=False),
@@ -51,20 +59,27 @@ def sync_tables(metadata: MetaData, entity: str) -> SyncTables:
     dead_letters = Table(
         f"{entity}_dead_letters",
         metadata,
-        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("id", COUNTER, primary_key=True, autoincrement=True),
         Column("event_id", String(36), nullable=False),
         Column("entity_key", BigInteger, nullable=False),
-        Column("version", Integer, nullable=False),
+        Column("version", COUNTER, nullable=False),
         Column("op", String(10), nullable=False),
         Column("data", Text, nullable=True),
         Column("reason", Text, nullable=False),
         Column("failed_at", Float, nullable=False),
+        # Set once a reconcile found both sides agreeing after the event failed: the write
+        # it carried is no longer missing on the other side. Writes may not change sides
+        # while a dead letter is unresolved (strangler.write_switch).
+        Column("resolved_at", Float, nullable=True),
+        # The outbox id the event had: an unresolved dead letter keeps the outbox position
+        # "pending" for read-your-writes, since the other side lacks its write.
+        Column("outbox_id", COUNTER, nullable=True),
     )
     tombstones = Table(
         f"{entity}_tombstones",
         metadata,
         Column("entity_key", BigInteger, primary_key=True, autoincrement=False),
-        Column("version", Integer, nullable=False),
+        Column("version", COUNTER, nullable=False),
     )
     relay_lease = Table(
         f"{entity}_relay_lease",
@@ -73,4 +88,12 @@ def sync_tables(metadata: MetaData, entity: str) -> SyncTables:
         Column("holder", String(64), nullable=False),
         Column("expires_at", Float, nullable=False),
     )
-    return SyncTables(outbox, dead_letters, tombstones, relay_lease)
+    writes = Table(
+        f"{entity}_writes",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),  # always 1: one row
+        # True: writes may commit here; False: they may not; None: follow the phase.
+        Column("here", Boolean, nullable=True),
+        Column("changed_at", Float, nullable=True),
+    )
+    return SyncTables(outbox, dead_letters, tombstones, relay_lease, writes)

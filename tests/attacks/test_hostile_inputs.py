@@ -156,6 +156,23 @@ BASELINES: dict[str, Baseline] = {
     "POST /internal/sync/{entity}/reemit": lambda c: Request(
         "POST", "/internal/sync/{entity}/reemit", {"entity": "products"}, body={"keys": []}
     ),
+    "GET /internal/sync/{entity}/dead-letters": lambda c: Request(
+        "GET", "/internal/sync/{entity}/dead-letters", {"entity": "products"}, {"limit": "5"}
+    ),
+    # before=0: resolves nothing (every dead letter failed later); the values are what is tested
+    "POST /internal/sync/{entity}/dead-letters/resolve": lambda c: Request(
+        "POST",
+        "/internal/sync/{entity}/dead-letters/resolve",
+        {"entity": "products"},
+        body={"before": 0},
+    ),
+    "GET /internal/sync/{entity}/writes": lambda c: Request(
+        "GET", "/internal/sync/{entity}/writes", {"entity": "products"}
+    ),
+    # here=None: the barrier follows the phase, as it starts; nothing moves
+    "PUT /internal/sync/{entity}/writes": lambda c: Request(
+        "PUT", "/internal/sync/{entity}/writes", {"entity": "products"}, body={"here": None}
+    ),
     "POST /internal/products/snapshots": lambda c: Request(
         "POST", "/internal/products/snapshots", body={"ids": [c.product_id]}
     ),
