@@ -58,8 +58,8 @@ def serve(
     uvicorn.run(
         "legacy_monolith.app:create_app",
         factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
+        host=host if host is not None else settings.host,
+        port=port if port is not None else settings.port,
         log_level="info",
         log_config=None,  # the root logger, set by observe_process, takes uvicorn's lines
         access_log=False,  # strangler.access logs each request, with its ids

@@ -48,8 +48,8 @@ def serve(
         raise typer.Exit(code=2) from exc
     uvicorn.run(
         app,
-        host=host or settings.host,
-        port=port or settings.port,
+        host=host if host is not None else settings.host,
+        port=port if port is not None else settings.port,
         http=CoalescingHttpToolsProtocol,
         loop="uvloop",
         proxy_headers=False,

@@ -42,11 +42,17 @@ _GONE = (asyncio.CancelledError, ClientDisconnect)
 
 class ObservedApp:
     def __init__(
-        self, app: ASGIApp, *, metrics: AppMetrics, access_log_enabled: bool = True
+        self,
+        app: ASGIApp,
+        *,
+        metrics: AppMetrics,
+        access_log_enabled: bool = True,
+        access_log_internal: bool = False,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.access_log_enabled = access_log_enabled
+        self.access_log_internal = access_log_internal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -129,7 +135,7 @@ class ObservedApp:
             query: bytes = scope.get("query_string", b"")
             target = (raw + (b"?" + query if query else b"")).decode("latin-1")
             access_log.log(
-                _access_level(template, status),
+                logging.INFO if self.access_log_internal else _access_level(template, status),
                 "%s %s %d %.1f ms",
                 method,
                 target,
@@ -155,7 +161,8 @@ deliveries, the proxy's sync-position polls, metric scrapes, readiness polls).""
 def _access_level(route: str, status: int) -> int:
     """INFO for requests people send; DEBUG for the machines' own calls that went well, which
     would otherwise drown `strangler up`'s terminal (hundreds of lines a minute).
-    `STRANGLER_LOG_LEVEL=DEBUG` shows them; a failed one is always INFO."""
+    `STRANGLER_ACCESS_LOG_INTERNAL=true` (or `STRANGLER_LOG_LEVEL=DEBUG`) shows them; a
+    failed one is always INFO."""
     if status < 400 and route.startswith(_MACHINE_ROUTES):
         return logging.DEBUG
     return logging.INFO
@@ -204,6 +211,7 @@ def install_observability(
         ObservedApp,
         metrics=metrics,
         access_log_enabled=settings.access_log,
+        access_log_internal=settings.access_log_internal,
     )
     reader = _metrics_reader(tuple(t for t in (metrics_token, sync_token) if t))
     router = APIRouter(tags=["observability"], responses=problem_responses(401))

@@ -33,3 +33,8 @@ class ObservabilitySettings(BaseSettings):
         default=True,
         description="One line per request answered by the monolith and the service",
     )
+    access_log_internal: bool = Field(
+        default=False,
+        description="Also log, at INFO, the processes' successful calls on each other "
+        "(/internal/..., /ready), which are at DEBUG otherwise: an audit of the sync's calls",
+    )

@@ -44,7 +44,6 @@ from tests.support.fault_proxy import FaultProxy, fault_proxy
 from tests.support.metrics import metric_value
 from tests.support.processes import (
     RunningApp,
-    free_port,
     monolith_env,
     run_monolith_command,
     run_service_command,
@@ -53,6 +52,7 @@ from tests.support.processes import (
     serve_products_service,
     service_env,
 )
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.chaos
 
@@ -106,14 +106,11 @@ def _fds(process: subprocess.Popen[bytes]) -> int:
     return len(os.listdir(f"/proc/{process.pid}/fd"))
 
 
-def _eventually(check: Callable[[], bool], timeout: float, what: str) -> float:
-    """Wait until `check()`; return how long it took."""
+def _wait(check: Callable[[], bool], timeout: float, what: str) -> float:
+    """`wait_until`, returning how long it took (for the printed summary, never asserted)."""
     started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if check():
-            return time.monotonic() - started
-        time.sleep(0.05)
-    raise AssertionError(f"not within {timeout} s: {what}")
+    wait_until(check, what, timeout=timeout)
+    return time.monotonic() - started
 
 
 def _summary(name: str, **counts: object) -> None:
@@ -220,7 +217,7 @@ def _join(threads: list[threading.Thread]) -> None:
 class Shop:
     workdir: Path
     monolith: RunningApp
-    service_port: int
+    service_port: int  # 0 until the first start, where the service binds a port of its own
     service_environment: dict[str, str]
     product_ids: list[int]
     service: RunningApp | None = None
@@ -231,13 +228,16 @@ class Shop:
         return f"http://127.0.0.1:{self.service_port}"
 
     def start_service(self) -> RunningApp:
+        """Start the service; a restart takes the port the proxy already points at, and fails
+        loudly (the child cannot bind it) should another program have taken it meanwhile."""
         self._service_stack.close()
         self._service_stack = ExitStack()
         self.service = self._service_stack.enter_context(
             serve_products_service(
-                self.service_environment, self.workdir / "s", port=self.service_port
+                self.service_environment, self.workdir / "s", port=self.service_port or None
             )
         )
+        self.service_port = self.service.port
         return self.service
 
     def kill_service(self) -> None:
@@ -279,7 +279,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     }
     run_service_command(senv, "migrate")
     with serve_monolith(menv, workdir / "m") as monolith:
-        shop = Shop(workdir, monolith, free_port(), senv, [])
+        shop = Shop(workdir, monolith, 0, senv, [])
         try:
             service = shop.start_service()
             _write_phase(phase_file, "dual_write")
@@ -372,7 +372,7 @@ def test_the_service_killed_during_canary_costs_no_read_and_reads_return_after_r
         ]
     )
     try:
-        _eventually(
+        _wait(
             lambda: sum(r.upstream == "service" for r in tally.snapshot()) >= 30,
             20,
             "service-side users read from the service before the kill",
@@ -388,8 +388,13 @@ def test_the_service_killed_during_canary_costs_no_read_and_reads_return_after_r
             gauge_values.add(_metric(proxy, "strangler_proxy_breaker_state", upstream="service"))
             return "open" in breaker_states and 2.0 in gauge_values
 
-        opened_after = _eventually(breaker_opened, 10, "the service's breaker opened")
-        time.sleep(2.5)  # the outage goes on: probes after each cool-down fail
+        opened_after = _wait(breaker_opened, 10, "the service's breaker opened")
+        # The outage goes on until a probe after the cool-down has failed and opened it again.
+        _wait(
+            lambda: proxy.status()["upstreams"]["service"]["breaker"]["times_opened"] >= 2,
+            15,
+            "a failed probe reopened the breaker",
+        )
         restarting_at = time.monotonic()
         down_for = restarting_at - killed_at
         shop.start_service()  # the same port
@@ -401,9 +406,21 @@ def test_the_service_killed_during_canary_costs_no_read_and_reads_return_after_r
                 for r in tally.snapshot()
             )
 
-        back_after = _eventually(served_again, 15, "reads returned to the restarted service")
-        time.sleep(1.5)
-        settled_from = time.monotonic() - 1.0
+        back_after = _wait(served_again, 15, "reads returned to the restarted service")
+        _wait(
+            lambda: proxy.status()["upstreams"]["service"]["breaker"]["state"] == "closed",
+            15,
+            "the breaker closed again",
+        )
+        settled_from = time.monotonic()
+        _wait(
+            lambda: (
+                sum(r.started >= settled_from and r.user in on_service for r in tally.snapshot())
+                >= 20
+            ),
+            15,
+            "20 reads by service-side users after the breaker closed",
+        )
     finally:
         stop.set()
         _join(threads)
@@ -457,12 +474,12 @@ def _slow_phase(
     ids: list[int],
     account: Account,
     seconds: float,
-) -> tuple[Tally, list[tuple[str, float, int]]]:
+) -> tuple[Tally, list[OtherRoute]]:
     """Service-side users read while the fault is on; a monolith user uses /users and
-    /orders meanwhile. Returns the reads and the monolith routes' (path, seconds, status)."""
+    /orders meanwhile. Returns the reads and the monolith routes' answers."""
     fault.set_mode(mode)
     tally, stop = Tally(), threading.Event()
-    other: list[tuple[str, float, int]] = []
+    other: list[OtherRoute] = []
 
     def monolith_routes() -> None:
         with httpx.Client(base_url=proxy.base_url, timeout=30) as client:
@@ -470,19 +487,43 @@ def _slow_phase(
                 for path in ("/users/me", "/orders"):
                     started = time.monotonic()
                     response = client.get(path, headers=account.headers)
-                    other.append((path, time.monotonic() - started, response.status_code))
-                time.sleep(0.02)
+                    other.append(
+                        OtherRoute(path, started, time.monotonic() - started, response.status_code)
+                    )
+                time.sleep(0.02)  # paces this load generator
 
     readers = [
         lambda n=n: _read_products(proxy.base_url, users[n::4], ids, tally, stop, 100 + n)
         for n in range(4)
     ]
     threads = _run_threads([*readers, monolith_routes])
-    time.sleep(seconds)
+    time.sleep(seconds)  # how long the fault lasts under load: pacing, not synchronisation
     stop.set()
     _join(threads)
     fault.set_mode("pass")
     return tally, other
+
+
+@dataclass(frozen=True)
+class OtherRoute:
+    """An answer on a monolith route, read while the service was faulty."""
+
+    path: str
+    started: float
+    seconds: float
+    status: int
+
+
+def _answered_during(others: list[OtherRoute], reads: list[Read]) -> list[OtherRoute]:
+    """The answers that began and ended while one of `reads` was still waiting on the service:
+    proof by ordering that those routes did not queue behind it."""
+    return [
+        o
+        for o in others
+        if any(
+            r.started < o.started and o.started + o.seconds < r.started + r.seconds for r in reads
+        )
+    ]
 
 
 def _timed(call: Callable[[], httpx.Response]) -> tuple[httpx.Response | str, float]:
@@ -578,9 +619,9 @@ def test_a_slow_service_gets_prompt_fallbacks_or_504s_and_leaks_nothing(
             assert response.status_code == 200
             assert response.headers["x-strangler-upstream"] == "service", response.headers
             assert "x-strangler-fallback" not in response.headers
-        _eventually(lambda: _pool(canary, "service")[0] == 0, 5, "no slot stays held")
-        _eventually(lambda: _pool(alone, "service")[0] == 0, 5, "no slot stays held (alone)")
-        _eventually(
+        _wait(lambda: _pool(canary, "service")[0] == 0, 5, "no slot stays held")
+        _wait(lambda: _pool(alone, "service")[0] == 0, 5, "no slot stays held (alone)")
+        _wait(
             lambda: (
                 _pool(canary, "service")[1] + _pool(alone, "service")[1] == fault.connections_open
             ),
@@ -588,8 +629,8 @@ def test_a_slow_service_gets_prompt_fallbacks_or_504s_and_leaks_nothing(
             "the fault proxy sees exactly the connections the proxies count as open",
         )
         in_use, still_open = _pool(canary, "service")
-        _eventually(lambda: _fds(canary.app.process) <= baseline_fds + 4, 10, "fds back")
-        _eventually(
+        _wait(lambda: _fds(canary.app.process) <= baseline_fds + 4, 10, "fds back")
+        _wait(
             lambda: _metric(canary, "strangler_proxy_tasks") <= baseline_tasks + 2,
             10,
             "tasks back to baseline",
@@ -610,7 +651,7 @@ def test_a_slow_service_gets_prompt_fallbacks_or_504s_and_leaks_nothing(
         fallbacks=dict(stalled.fallbacks() + trickled.fallbacks() + reset.fallbacks()),
         slowest_stalled_s=round(max(r.seconds for r in stalled.reads), 2),
         slowest_trickled_s=round(max(r.seconds for r in trickled.reads), 2),
-        slowest_other_route_s=round(max(s for _, s, _ in stall_other + trickle_other), 3),
+        slowest_other_route_s=round(max(o.seconds for o in stall_other + trickle_other), 3),
         no_fallback=[
             (what, getattr(r, "status_code", r), round(t, 2)) for what, r, t in no_fallback
         ],
@@ -621,10 +662,13 @@ def test_a_slow_service_gets_prompt_fallbacks_or_504s_and_leaks_nothing(
         seconds=round(elapsed, 1),
     )
     assert errors == [], errors[:5]
-    for name, tally, reason, bound in (
-        ("stall", stalled, "timeout", 1.0 + 2),  # the read timeout trips first
-        ("trickle", trickled, "timeout", total + 2),  # only the overall deadline can
-        ("reset", reset, "connect_error", 2),
+    # "Promptly" is what the reasons say: each read was given up on by a timeout of the
+    # proxy's (the stalled service would never answer) or a refused connection, and answered
+    # by the monolith. How long that takes is bench/'s to measure, not this suite's.
+    for name, tally, reason in (
+        ("stall", stalled, "timeout"),  # the read timeout trips
+        ("trickle", trickled, "timeout"),  # only the overall deadline can
+        ("reset", reset, "connect_error"),
     ):
         reads = tally.snapshot()
         assert len(reads) >= 4, (name, len(reads))
@@ -633,23 +677,25 @@ def test_a_slow_service_gets_prompt_fallbacks_or_504s_and_leaks_nothing(
             name,
             Counter((r.upstream, r.fallback) for r in reads),
         )
-        assert max(r.seconds for r in reads) < bound, (name, max(r.seconds for r in reads))
     assert len(stalled.reads) > 8  # more stalls than the pool has connections
     assert fault.bytes_swallowed > 0
     assert resets > 0
-    for path, _seconds, code in stall_other + trickle_other:
-        assert code == 200, (path, code)
-    other_seconds = sorted(s for _, s, _ in stall_other + trickle_other)
-    assert len(other_seconds) >= 20
-    assert other_seconds[len(other_seconds) // 2] < 0.25, other_seconds[-10:]
-    assert other_seconds[-1] < 1.0, other_seconds[-10:]  # never waits on the stalled service
-    for what, outcome, took in no_fallback:
+    for other in stall_other + trickle_other:
+        assert other.status == 200, other
+    # The monolith's routes never wait on the stalled service: they were answered, again and
+    # again, while service reads were still held by the fault.
+    assert len(stall_other) + len(trickle_other) >= 20
+    meanwhile = _answered_during(stall_other, stalled.reads)
+    meanwhile += _answered_during(trickle_other, trickled.reads)
+    assert len(meanwhile) >= 10, (len(meanwhile), len(stall_other) + len(trickle_other))
+    for what, outcome, _took in no_fallback:
         assert isinstance(outcome, httpx.Response), (what, outcome)
         assert outcome.status_code == 504, (what, outcome.status_code, outcome.text)
         assert outcome.headers["x-strangler-upstream"] == "service"
-        assert took < 3.0 + 2, (what, took)
-    assert isinstance(body_trickle, str), body_trickle  # the status was sent: only a cut is left
-    assert body_took < 3.0 + 1.0, body_took
+        assert "did not answer in time" in outcome.text, (what, outcome.text)  # the deadline
+    # The status was sent, so only a cut is left; the body's chunks come every 50 ms, far
+    # inside the 5 s read timeout, so only the request's overall deadline can have cut it.
+    assert isinstance(body_trickle, str), body_trickle
     assert in_use == 0
 
 
@@ -688,7 +734,8 @@ def test_clients_that_go_away_mid_request_or_mid_response_leak_nothing(
                 + b"x" * 500
             )
             socks.append(sock)
-        time.sleep(0.2)  # the proxy has started forwarding them
+        # the proxy has started forwarding every one of them (each holds an upstream slot)
+        _wait(lambda: _pool(proxy, "monolith")[0] >= batch, 10, "the half-sent bodies forwarded")
         for k, sock in enumerate(socks):
             _reset_close(sock) if (n + k) % 2 else sock.close()
             half_sent += 1
@@ -712,17 +759,15 @@ def test_clients_that_go_away_mid_request_or_mid_response_leak_nothing(
             _reset_close(sock) if (n + k) % 2 else sock.close()
             dripping += 1
 
-    _eventually(
+    _wait(
         lambda: _stats(echo_monolith)["drips_abandoned"] - before["drips_abandoned"] >= dripping,
         15,
         "the upstream saw every abandoned drip",
     )
-    _eventually(lambda: _pool(proxy, "monolith")[0] == 0, 10, "no upstream slot stays held")
-    _eventually(
-        lambda: _pool(proxy, "monolith")[1] <= baseline_open, 10, "upstream connections back"
-    )
-    _eventually(lambda: _fds(proxy.app.process) <= baseline_fds + 2, 10, "fds back to baseline")
-    _eventually(
+    _wait(lambda: _pool(proxy, "monolith")[0] == 0, 10, "no upstream slot stays held")
+    _wait(lambda: _pool(proxy, "monolith")[1] <= baseline_open, 10, "upstream connections back")
+    _wait(lambda: _fds(proxy.app.process) <= baseline_fds + 2, 10, "fds back to baseline")
+    _wait(
         lambda: _metric(proxy, "strangler_proxy_tasks") <= baseline_tasks,
         10,
         "tasks back to baseline",
@@ -864,7 +909,7 @@ def test_a_hundred_reloads_a_third_invalid_under_traffic_fail_no_request(
                 assert proxy.status()["last_reload_error"] is None
             else:
                 failures += 1
-                _eventually(
+                _wait(
                     lambda f=failures: (
                         _metric(proxy, "strangler_proxy_config_reload_failures_total") == f
                     ),

@@ -31,6 +31,7 @@ from tests.support.databases import BACKENDS, database
 from tests.support.factories import Account, new_account, new_product, unique
 from tests.support.private_postgres import private_postgres
 from tests.support.processes import monolith_env, run_monolith_command
+from tests.support.waiting import wait_until
 from tests.sync.conftest import SyncSystem, sync_system
 
 pytestmark = pytest.mark.chaos
@@ -161,7 +162,7 @@ class WriteLoad:
                         raise
                     with self._lock:
                         self.transport_errors += 1
-                    time.sleep(0.05)
+                    time.sleep(0.05)  # a load generator's back-off while the server is down
                 with self._lock:
                     self.done += 1
 
@@ -172,7 +173,7 @@ class WriteLoad:
             except (AssertionError, httpx.TransportError):
                 if not self.tolerate_failures:
                     raise
-                time.sleep(0.1)
+                time.sleep(0.1)  # back-off while the server is down
         raise AssertionError("no account could be made")
 
     def _create(self, client: httpx.Client, account: Account) -> int:
@@ -182,7 +183,7 @@ class WriteLoad:
             except (AssertionError, httpx.TransportError):
                 if not self.tolerate_failures:
                     raise
-                time.sleep(0.1)
+                time.sleep(0.1)  # back-off while the server is down
                 continue
             self._ack(product)
             return int(product["id"])
@@ -289,9 +290,13 @@ def test_the_relay_killed_20_times_during_10000_writes_loses_nothing(
     kills = 0
     try:
         for point in kill_points:
-            while load.done < point and writer.is_alive():
-                time.sleep(0.01)
-            time.sleep(rng.uniform(0, 0.3))
+            wait_until(
+                lambda p=point: load.done >= p or not writer.is_alive(),
+                f"{point} writes before the next kill",
+                timeout=600,
+                interval=0.01,
+            )
+            time.sleep(rng.uniform(0, 0.3))  # a random kill point: chaos, not synchronisation
             _kill(relay)
             kills += 1
             relay = system.cli_process("relay", "products", log="relay.log")
@@ -344,12 +349,15 @@ def test_a_backfill_killed_10_times_under_writes_resumes_each_time_and_reconcile
             # Let it apply 1 to 3 chunks past where it started, then kill it a moment later
             # (while it exports, imports or writes its checkpoint: wherever it happens to be).
             wanted = before.get("rows", 0) + rng.randint(1, 3) * chunk
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                if checkpoint.exists() and json.loads(checkpoint.read_text())["rows"] >= wanted:
-                    break
-                time.sleep(0.005)
-            time.sleep(rng.uniform(0, 0.2))
+            wait_until(
+                lambda w=wanted: (
+                    checkpoint.exists() and json.loads(checkpoint.read_text())["rows"] >= w
+                ),
+                f"the backfill's checkpoint past {wanted} rows",
+                timeout=120,
+                interval=0.005,
+            )
+            time.sleep(rng.uniform(0, 0.2))  # a random kill point: chaos, not synchronisation
             _kill(backfill)
             state = json.loads(checkpoint.read_text())
             assert state["after"] > before.get("after", 0) and not state["finished"], state
@@ -357,7 +365,8 @@ def test_a_backfill_killed_10_times_under_writes_resumes_each_time_and_reconcile
         final = system.cli("backfill", "products", "--chunk-size", str(chunk))
         assert final.returncode == 0, final.stdout + final.stderr
         assert f"resumed after key {stops[-1]}" in final.stdout, final.stdout
-        time.sleep(1)  # writes keep running after the backfill's last chunk
+        after_backfill = load.done  # writes keep running after the backfill's last chunk
+        wait_until(lambda: load.done >= after_backfill + 50, "50 writes after the backfill")
     finally:
         load.stop.set()
         writer.join()
@@ -389,16 +398,19 @@ def test_postgresql_restarted_under_the_relay_is_survived_and_everything_arrives
             writer = load.start()
             try:
                 for mode in ("immediate", "fast", "immediate"):
-                    time.sleep(3)
+                    time.sleep(3)  # writes and relaying go on between restarts: pacing
                     server.restart(mode)
-                time.sleep(3)
+                time.sleep(3)  # and after the last one
             finally:
                 load.stop.set()
                 writer.join()
-            deadline = time.monotonic() + 90
-            while pending_events(monolith_db) and time.monotonic() < deadline:
-                assert relay.poll() is None, "the relay exited: " + _log(system, "relay.log")
-                time.sleep(0.2)
+
+            def drained() -> bool:
+                if relay.poll() is not None:  # not retried: fails at once
+                    raise AssertionError("the relay exited: " + _log(system, "relay.log"))
+                return pending_events(monolith_db) == 0
+
+            wait_until(drained, "the relay to drain the outbox", timeout=90, interval=0.2)
             assert relay.poll() is None, "the relay exited: " + _log(system, "relay.log")
             _kill(relay)
             assert pending_events(monolith_db) == 0

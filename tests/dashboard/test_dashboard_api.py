@@ -25,8 +25,8 @@ from proxy.configfile import AuditEntry
 from proxy.settings import ProxySettings
 from strangler.gates import GateResult
 from strangler.migration_steps import StepPlan
-from tests.dashboard.waiting import until
 from tests.support.processes import free_port
+from tests.support.waiting import eventually_async
 
 TOKEN = "in-process-admin-token"
 DASHBOARD = "/_strangler/dashboard"
@@ -73,6 +73,13 @@ def _talk(runtime: ProxyRuntime, session: Session) -> None:
             await session(client)
 
     asyncio.run(run())
+
+
+def _is_set(event: threading.Event) -> Callable[[], Awaitable[None]]:
+    async def check() -> None:
+        assert event.is_set()
+
+    return check
 
 
 def _admin(token: str = TOKEN) -> dict[str, str]:
@@ -152,17 +159,19 @@ def test_the_state_shows_phase_ladder_sides_records_and_audit(tmp_path: Path) ->
             runtime.metrics.observe("products", "monolith", 200, 0.001)
         runtime.metrics.observe("products", "products_service", 502, 0.001)
 
-        async def traffic_seen() -> dict[str, Any] | None:
+        async def traffic_seen() -> dict[str, Any]:
             state: dict[str, Any] = (
                 await client.get(f"{DASHBOARD}/state", headers=_admin())
             ).json()
             sides = state["capabilities"]["products"]["requests"]["sides"]
-            served = sides["monolith"]["per_second"] > 0
-            failed = sides["service"]["errors_per_second"] > 0
-            return state if served and failed else None
+            assert sides["monolith"]["per_second"] > 0, sides
+            assert sides["service"]["errors_per_second"] > 0, sides
+            return state
 
         # the sampler reads the counters every couple of seconds, on its own timer
-        seen["second"] = await until("the traffic in requests per second", traffic_seen)
+        seen["second"] = await eventually_async(
+            traffic_seen, "the traffic in requests per second", timeout=15
+        )
 
     _talk(runtime, session)
     products = seen["first"]["capabilities"]["products"]
@@ -341,8 +350,7 @@ def test_a_gate_check_takes_the_capabilitys_turn_like_a_step(
 
     async def session(client: httpx.AsyncClient) -> None:
         first = asyncio.create_task(client.get(f"{url}/gates", headers=_admin()))
-        while not entered.is_set():
-            await asyncio.sleep(0.01)
+        await eventually_async(_is_set(entered), "the first gate check to start", timeout=10)
         try:
             for second in (
                 await client.get(f"{url}/gates", headers=_admin()),

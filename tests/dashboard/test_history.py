@@ -24,7 +24,7 @@ from proxy.dashboard.history import (
     trend_view,
 )
 from proxy.dashboard.sampler import Sampler
-from tests.dashboard.waiting import until
+from tests.support.waiting import eventually_async
 
 QUIET = {"pending": 0, "oldest_age_seconds": None, "dead_letters": 0}
 
@@ -190,7 +190,7 @@ def test_the_first_look_samples_at_once_then_the_timer_keeps_sampling() -> None:
         assert fake.taken == 1 and sampler.running  # the look has figures already
         await sampler.watched()
         assert fake.taken == 1  # a second look does not read again
-        await until("three samples", lambda: _at_least(history, 3))
+        await eventually_async(lambda: _at_least(history, 3), "three samples", timeout=15)
 
     asyncio.run(scenario())
 
@@ -201,9 +201,9 @@ def test_the_sampler_stops_when_nobody_looks_and_the_next_look_starts_it_again()
     async def scenario() -> None:
         sampler = Sampler(fake.take, history, interval=0.01, idle=60.0, clock=fake.clock)
         await sampler.watched()
-        await until("two samples", lambda: _at_least(history, 2))
+        await eventually_async(lambda: _at_least(history, 2), "two samples", timeout=15)
         fake.now += 61.0  # nobody looked for longer than `idle`
-        await until("the sampler stopped", lambda: _stopped(sampler))
+        await eventually_async(lambda: _stopped(sampler), "the sampler stopped", timeout=15)
         stopped_at = fake.taken
         await sampler.watched()
         assert fake.taken == stopped_at + 1 and sampler.running
@@ -219,16 +219,19 @@ def test_a_failed_sample_is_skipped_and_the_timer_goes_on(caplog: pytest.LogCapt
         fake.failing = True
         await sampler.watched()
         assert history.of("products") == [] and sampler.running
-        await until("a sample after the failed one", lambda: _at_least(history, 1))
+        await eventually_async(
+            lambda: _at_least(history, 1), "a sample after the failed one", timeout=15
+        )
 
     asyncio.run(scenario())
     assert "taking a sample failed" in caplog.text
 
 
-async def _at_least(history: History, count: int) -> list[Sample] | None:
+async def _at_least(history: History, count: int) -> list[Sample]:
     samples = history.of("products")
-    return samples if len(samples) >= count else None
+    assert len(samples) >= count, f"{len(samples)} samples"
+    return samples
 
 
-async def _stopped(sampler: Sampler) -> bool | None:
-    return True if not sampler.running else None
+async def _stopped(sampler: Sampler) -> None:
+    assert not sampler.running

@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from tests.support.up import (
     up_argv,
     wait_for_banner,
 )
+from tests.support.waiting import eventually
 
 
 def _count(url: str, table: str) -> int:
@@ -127,13 +127,14 @@ def test_up_serves_the_seeded_system_through_the_proxy_and_stops_on_ctrl_c(up: U
     )
     assert login.status_code == 200
     prefixes = ("monolith |", "proxy    |", "relay    |")
-    deadline = time.monotonic() + 10  # children's lines reach the log as they print them
-    text = up.log.read_text()
-    while not all(p in text for p in prefixes) and time.monotonic() < deadline:
-        time.sleep(0.1)
+
+    def every_child_logged() -> str:  # children's lines reach the log as they print them
         text = up.log.read_text()
+        assert [p for p in prefixes if p not in text] == []
+        return text
+
+    text = eventually(every_child_logged, "a line of each child in the log", timeout=10)
     assert up.proxy in text and up.monolith in text
-    assert "monolith |" in text and "proxy    |" in text and "relay    |" in text
     assert httpx.get(f"{up.service}/ready").status_code == 200
     os.killpg(up.process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
     assert up.process.wait(timeout=30) == 0, up.log.read_text()

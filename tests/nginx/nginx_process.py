@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import pytest
 from strangler.nginx_export import NJS_MODULE
 from strangler.supervisor import die_with_parent
 from tests.support.programs import require_programs
+from tests.support.waiting import eventually
 
 
 def require_nginx() -> None:
@@ -77,17 +77,15 @@ def running_nginx(prefix: Path, conf: Path, port: int) -> Iterator[RunningNginx]
         )
     running = RunningNginx(f"http://127.0.0.1:{port}", process, output)
     try:
-        deadline = time.monotonic() + 15
-        while not _accepts(port):
-            if process.poll() is not None:
+
+        def listening() -> None:
+            if process.poll() is not None:  # not retried: nginx is gone
                 raise RuntimeError(
                     f"nginx exited with {process.returncode}:\n{running.output_text()}"
                 )
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"nginx did not listen on {port} in 15 s:\n{running.output_text()}"
-                )
-            time.sleep(0.02)
+            assert _accepts(port), running.output_text()
+
+        eventually(listening, f"nginx to listen on {port}", timeout=15, interval=0.02)
         yield running
     finally:
         if process.poll() is None:

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from tests.support.processes import (
     serve_products_service,
     service_env,
 )
+from tests.support.waiting import eventually
 
 COOKIE = "strangler_sticky"
 SUBJECTS = [f"shopper-{n}" for n in range(8)]
@@ -70,25 +71,13 @@ class Apps:
     service: RunningApp
     product_id: int  # held by the monolith only: a read answered 200 came from it
 
-    def reached(self, token: str) -> frozenset[Side]:
-        """The apps whose access log shows the request carrying `token`."""
-        found = set()
-        if token in self.monolith.log_text():
-            found.add(Side.MONOLITH)
-        if token in self.service.log_text():
-            found.add(Side.SERVICE)
-        return frozenset(found)
+    def reached(self) -> Callable[[str], frozenset[Side]]:
+        """Both access logs as they are now: a token -> the apps whose log shows it.
 
-    def settle(self) -> None:
-        """Wait until both logs stop growing: shadow copies and mirrors arrive after answers."""
-        last: tuple[int, int] | None = None
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            sizes = (self.monolith.log.stat().st_size, self.service.log.stat().st_size)
-            if sizes == last:
-                return
-            last = sizes
-            time.sleep(0.25)
+        Shadow copies and mirrors reach the apps after the answers, so a test polls this (with
+        `eventually`) for the hits it expects rather than reading it once."""
+        logs = ((Side.MONOLITH, self.monolith.log_text()), (Side.SERVICE, self.service.log_text()))
+        return lambda token: frozenset(side for side, text in logs if token in text)
 
 
 @pytest.fixture(scope="module")
@@ -254,35 +243,22 @@ class Compared:
     via_nginx: frozenset[Side]
 
 
-def through_both(
-    apps: Apps,
-    proxy_url: str,
-    nginx_url: str,
-    batch: list[Probe],
-    anonymous: frozenset[str] = frozenset(),
-) -> list[Compared]:
-    """Each probe through both edges, and the apps each one reached."""
+SentBoth = list[tuple[Probe, Sent, Sent]]
+
+
+def through_both(apps: Apps, proxy_url: str, nginx_url: str, batch: list[Probe]) -> SentBoth:
+    """Each probe through both edges; `reached_so_far` then reads which apps saw it."""
     with (
         httpx.Client(base_url=proxy_url, timeout=30) as via_proxy,
         httpx.Client(base_url=nginx_url, timeout=30) as via_nginx,
     ):
-        sent = [(probe, send(via_proxy, probe), send(via_nginx, probe)) for probe in batch]
-    apps.settle()
-    compared = [
-        Compared(probe, p, n, apps.reached(p.token), apps.reached(n.token)) for probe, p, n in sent
-    ]
-    if any(c.via_proxy != c.via_nginx for c in compared if c.probe.label not in anonymous):
-        # A copy may come late on a loaded machine (logs quiet for a moment, then one more
-        # line): look once more before the comparison calls it a difference.
-        time.sleep(1.0)
-        apps.settle()
-        compared = [
-            Compared(
-                c.probe, c.proxy, c.nginx, apps.reached(c.proxy.token), apps.reached(c.nginx.token)
-            )
-            for c in compared
-        ]
-    return compared
+        return [(probe, send(via_proxy, probe), send(via_nginx, probe)) for probe in batch]
+
+
+def reached_so_far(apps: Apps, sent: SentBoth) -> list[Compared]:
+    """Each probe with the apps whose logs show it now (copies may still be on their way)."""
+    reached = apps.reached()
+    return [Compared(probe, p, n, reached(p.token), reached(n.token)) for probe, p, n in sent]
 
 
 def assert_same_upstreams(
@@ -329,9 +305,12 @@ def predicted(key: str, percent: float) -> Side:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_phase_definition(phase: Phase, compared: list[Compared]) -> None:
+def _check_phase_definition(
+    phase: Phase, compared: list[Compared], shadow_during_canary: bool
+) -> None:
     """What the phase says, read from the apps: writes, unclaimed paths, shadow copies."""
     routing = routing_of(phase)
+    canary_copies = phase is Phase.CANARY and shadow_during_canary
     for c in compared:
         if c.probe.method in ("POST", "PATCH", "DELETE") and c.probe.path.startswith("/products"):
             assert c.via_nginx == {routing.writes}, (phase, c.probe.label, c.via_nginx)
@@ -341,6 +320,9 @@ def _check_phase_definition(phase: Phase, compared: list[Compared]) -> None:
             # Answered by the monolith, and the mirror copy reached the service.
             assert answered_by(c.nginx.status) is Side.MONOLITH
             assert c.via_nginx == {Side.MONOLITH, Side.SERVICE}, (c.probe.label, c.via_nginx)
+        if c.probe.is_product_read and canary_copies:
+            # Each side the split did not choose gets the copy: both apps saw every read.
+            assert c.via_proxy == c.via_nginx == {Side.MONOLITH, Side.SERVICE}, c.probe.label
 
 
 def sticky_key_of(probe: Probe, by_subject: bool) -> str | None:
@@ -430,6 +412,25 @@ def _check_made_up_cookies(
             assert answered_by(send(via_proxy, again).status) is answered_by(sent.status)
 
 
+def _every_expected_hit(
+    apps: Apps,
+    sent: SentBoth,
+    label: str,
+    phase: Phase,
+    settings: dict[str, Any],
+    anonymous: frozenset[str],
+    by_subject: bool,
+) -> None:
+    """Every check of one step, on the apps' logs as they are now (polled: copies come late)."""
+    compared = reached_so_far(apps, sent)
+    assert_same_upstreams(label, compared, anonymous)
+    _check_phase_definition(phase, compared, bool(settings["shadow_during_canary"]))
+    if phase is Phase.CANARY:
+        percent = float(settings["canary_percent"])
+        _check_canary(compared, percent, by_subject)
+        _check_anonymous([c for c in compared if c.probe.label in anonymous], percent)
+
+
 def test_every_phase_sends_the_same_requests_to_the_same_upstreams(
     apps: Apps, tmp_path: Path
 ) -> None:
@@ -476,13 +477,13 @@ def test_every_phase_sends_the_same_requests_to_the_same_upstreams(
                 and is_split_read(probe)
                 and sticky_key_of(probe, by_subject) is None
             )
-            compared = through_both(apps, proxy.base_url, nginx.base_url, batch, anonymous)
-            assert_same_upstreams(label, compared, anonymous)
-            _check_phase_definition(phase, compared)
+            percent = float(settings["canary_percent"])
+            sent = through_both(apps, proxy.base_url, nginx.base_url, batch)
+            expected = partial(
+                _every_expected_hit, apps, sent, label, phase, settings, anonymous, by_subject
+            )
+            eventually(expected, f"{label}: the hits the phase means, via both edges")
             if phase is Phase.CANARY:
-                percent = float(settings["canary_percent"])
-                _check_canary(compared, percent, by_subject)
-                _check_anonymous([c for c in compared if c.probe.label in anonymous], percent)
                 _check_made_up_cookies(proxy, nginx, percent, apps.product_id)
             nginxes.close()
 
@@ -499,7 +500,15 @@ def test_a_different_key_string_puts_users_on_other_sides(apps: Apps, tmp_path: 
     (tmp_path / "proxy").mkdir()
     with run_proxy(tmp_path / "proxy", document) as proxy, ExitStack() as stack:
         nginx = exported_nginx(stack, proxy, tmp_path, tamper=planted)
-        compared = through_both(apps, proxy.base_url, nginx.base_url, user_reads(apps.product_id))
+        sent = through_both(apps, proxy.base_url, nginx.base_url, user_reads(apps.product_id))
+
+        def every_read_logged() -> list[Compared]:
+            compared = reached_so_far(apps, sent)
+            missing = [c.probe.label for c in compared if not (c.via_proxy and c.via_nginx)]
+            assert not missing, f"not in any app's log yet: {missing}"
+            return compared
+
+        compared = eventually(every_read_logged, "every read in an app's log, via both edges")
         with pytest.raises(AssertionError, match="the edges disagree"):
             assert_same_upstreams("canary, planted fault", compared)
 
@@ -525,8 +534,14 @@ def test_the_mirror_copies_shadow_percent_of_the_reads(apps: Apps, tmp_path: Pat
         httpx.Client(base_url=nginx.base_url, timeout=30) as client,
     ):
         sent = [send(client, read) for _ in range(200)]
-    apps.settle()
-    reached = [apps.reached(s.token) for s in sent]
-    assert all(Side.MONOLITH in r and s.status == 200 for r, s in zip(reached, sent, strict=True))
-    copies = sum(Side.SERVICE in r for r in reached)
-    assert 14 <= copies <= 86, copies
+
+    def answers_and_enough_copies() -> int:
+        reached = apps.reached()
+        answered = [Side.MONOLITH in reached(s.token) and s.status == 200 for s in sent]
+        assert all(answered), f"{answered.count(False)} reads not answered by the monolith"
+        copies = sum(Side.SERVICE in reached(s.token) for s in sent)
+        assert copies >= 14, copies
+        return copies
+
+    copies = eventually(answers_and_enough_copies, "the reads and at least 14 copies")
+    assert copies <= 86, copies

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from strangler.sync.tables import sync_tables
 from tests.support.databases import BACKENDS, database
 from tests.support.factories import product_body
 from tests.support.processes import RunningApp, monolith_env, run_monolith_command, serve_monolith
+from tests.support.waiting import eventually
 
 TOKEN = "observability-sync-token"
 METRICS_TOKEN = "observability-metrics-token"
@@ -45,17 +45,18 @@ class Served:
         return [json.loads(line) for line in self.app.log_text().splitlines() if line]
 
     def access_line(self, request_id: str) -> dict[str, Any]:
-        deadline = time.monotonic() + 5
-        while True:
+        """The one access line of `request_id`, waited for: it is written after the answer."""
+
+        def the_line() -> dict[str, Any]:
             found = [
                 x
                 for x in self.log_lines()
                 if x["logger"] == "strangler.access" and x["request_id"] == request_id
             ]
-            if found or time.monotonic() > deadline:
-                assert len(found) == 1, found
-                return found[0]
-            time.sleep(0.05)
+            assert len(found) == 1, found
+            return found[0]
+
+        return eventually(the_line, f"the access line of {request_id}", timeout=5)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

@@ -5,16 +5,17 @@ definitions (the same ones Jaeger and the OpenTelemetry Collector read)."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.support.processes import monolith_env, run_monolith_command, serve_monolith
+from tests.support.waiting import eventually
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -73,23 +74,26 @@ def test_spans_reach_an_otlp_collector_with_the_callers_trace(
             headers={"traceparent": f"00-{CALLER_TRACE}-00f067aa0ba902b7-01"},
         )
         assert answer.status_code == 404
-        deadline = time.monotonic() + 10
-        found = []
-        while not found and time.monotonic() < deadline:
-            found = [
+
+        def the_server_span() -> tuple[Any, Any]:
+            servers = [
                 (resource, span)
                 for request in list(collector.requests)
                 for resource in request.resource_spans
                 for scope in resource.scope_spans
                 for span in scope.spans
-                if span.trace_id.hex() == CALLER_TRACE
+                if span.trace_id.hex() == CALLER_TRACE and span.kind == span.SPAN_KIND_SERVER
             ]
-            time.sleep(0.1)
-    assert found, f"no span of the caller's trace arrived; got {len(collector.requests)} exports"
+            assert servers, (
+                f"no server span of the caller's trace in {len(collector.requests)} exports"
+            )
+            (server,) = servers
+            return server
+
+        found, server = eventually(the_server_span, "the server span of the caller's trace")
     assert set(collector.paths) == {"/v1/traces"}
-    servers = [span for _, span in found if span.kind == span.SPAN_KIND_SERVER]
-    assert [s.name for s in servers] == ["GET /products/{product_id}"]
-    assert servers[0].parent_span_id.hex() == "00f067aa0ba902b7"
-    resource = found[0][0].resource
+    assert server.name == "GET /products/{product_id}"
+    assert server.parent_span_id.hex() == "00f067aa0ba902b7"
+    resource = found.resource
     names = {a.key: a.value.string_value for a in resource.attributes}
     assert names["service.name"] == "monolith"

@@ -8,7 +8,6 @@ JSON logs, as `STRANGLER_TRACES_EXPORTER=console STRANGLER_LOG_FORMAT=json stran
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,10 @@ import pytest
 from tests.proxy.conftest import Proxy, routing_document, run_proxy
 from tests.support.databases import BACKENDS, database
 from tests.support.factories import new_account, product_body
+from tests.support.waiting import eventually
 from tests.sync.conftest import SyncSystem, sync_system
+
+Span = dict[str, Any]
 
 
 def _lines(log: Path, *, strict: bool) -> list[dict[str, Any]]:
@@ -73,17 +75,6 @@ def traced(
         yield system, proxy
 
 
-def _eventually(check: Any, timeout: float = 15) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
 def test_one_trace_id_leads_from_the_proxy_through_the_relay_to_the_service(
     traced: tuple[SyncSystem, Proxy],
 ) -> None:
@@ -103,13 +94,13 @@ def test_one_trace_id_leads_from_the_proxy_through_the_relay_to_the_service(
             got = httpx.get(f"{system.service.base_url}/products/{product_id}", timeout=5)
             assert got.status_code == 200, got.text
 
-        _eventually(on_the_service)
+        eventually(on_the_service, "the relayed product on the service", timeout=15)
         # The monolith's access line names the trace; everything below follows from it alone.
         monolith_lines = _lines(system.monolith.log, strict=True)
         trace_id = _access(monolith_lines, request_id)["trace_id"]
         assert trace_id and len(trace_id) == 32
 
-        def every_hop() -> tuple[dict[str, Any], ...]:
+        def every_hop() -> tuple[Span, Span, list[Span], Span, Span]:
             (proxy_span,) = _spans(_lines(proxy.app.log, strict=True), trace_id)
             monolith_spans = _spans(_lines(system.monolith.log, strict=True), trace_id)
             relay_spans = _spans(_lines(system.workdir / "relay.log", strict=False), trace_id)
@@ -119,7 +110,9 @@ def test_one_trace_id_leads_from_the_proxy_through_the_relay_to_the_service(
             (applied,) = [s for s in service_spans if s["name"] == "sync.apply products"]
             return proxy_span, write, monolith_spans, publish, applied
 
-        proxy_span, write, monolith_spans, publish, applied = _eventually(every_hop)
+        proxy_span, write, monolith_spans, publish, applied = eventually(
+            every_hop, "the spans of every hop", timeout=15
+        )
     finally:
         relay.terminate()
         relay.wait(timeout=10)
@@ -154,7 +147,11 @@ def test_a_read_sent_to_the_service_is_one_trace_with_the_callers(
     )
     assert read.status_code == 200 and read.headers["x-strangler-upstream"] == "service"
     # The access line is written after the answer is sent: wait for it.
-    line = _eventually(lambda: _access(_lines(system.service.log, strict=True), "r-1"))
+    line = eventually(
+        lambda: _access(_lines(system.service.log, strict=True), "r-1"),
+        "the service's access line for r-1",
+        timeout=15,
+    )
     assert line["trace_id"] == caller_trace
 
     def spans() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -163,7 +160,7 @@ def test_a_read_sent_to_the_service_is_one_trace_with_the_callers(
         (at_service,) = [s for s in service_spans if s["kind"] == "SERVER"]
         return at_proxy, at_service
 
-    at_proxy, at_service = _eventually(spans)
+    at_proxy, at_service = eventually(spans, "the proxy's and the service's spans", timeout=15)
     assert at_proxy["parent_span_id"] == "00f067aa0ba902b7"  # the caller's span
     assert at_service["parent_span_id"] == at_proxy["span_id"]
     assert at_service["name"] == "GET /products/{product_id}"

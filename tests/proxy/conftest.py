@@ -1,10 +1,11 @@
-"""Real processes for the proxy tests: echo upstreams, the real monolith, a stand-in service
-(a second monolith process over its own database: the real service arrives in step 3), and
-the proxy itself, configured per test through a routing.toml it watches."""
+"""Real processes for the proxy tests: echo upstreams, the real monolith and the real products
+service (its copy of the products backfilled from the monolith, so that shadow reads compare
+like with like), and the proxy itself, configured per test through a routing.toml it watches."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,12 +21,18 @@ from tests.support.processes import (
     RunningApp,
     monolith_env,
     run_monolith_command,
+    run_service_command,
     serve_echo,
     serve_monolith,
     serve_process,
+    serve_products_service,
+    service_env,
 )
+from tests.support.up import STRANGLER
 
 ADMIN_TOKEN = "test-admin-token"
+SYNC_TOKEN = "proxy-tests-sync-token"
+SEEDED_PRODUCTS = 20
 
 
 @pytest.fixture(scope="session")
@@ -40,23 +47,90 @@ def echo_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningAp
         yield app
 
 
-def _monolith_process(workdir: Path) -> Iterator[RunningApp]:
-    env = monolith_env(f"sqlite:///{workdir / 'shop.db'}", workdir)
-    env["MONOLITH_JWT_PRIVATE_KEY_FILE"] = str(workdir.parent / "shared-jwt.pem")
-    run_monolith_command(env, "migrate")
-    with serve_monolith(env, workdir) as app:
-        yield app
+@dataclass(frozen=True)
+class RealApps:
+    monolith: RunningApp
+    service: RunningApp
+
+
+def _write_phase(path: Path, phase: str) -> None:
+    scratch = path.with_suffix(".tmp")
+    scratch.write_text(tomlkit.dumps({"capabilities": {"products": {"phase": phase}}}))
+    os.replace(scratch, path)
+
+
+def _backfill(workdir: Path, apps: RealApps, monolith_db: str, service_db: str) -> None:
+    """`strangler backfill products`, as an operator runs it in dual_write."""
+    result = subprocess.run(
+        [*STRANGLER, "backfill", "products"],
+        env={
+            **os.environ,
+            "STRANGLER_MONOLITH_URL": apps.monolith.base_url,
+            "STRANGLER_SERVICE_URL": apps.service.base_url,
+            "STRANGLER_MONOLITH_DATABASE_URL": monolith_db,
+            "STRANGLER_SERVICE_DATABASE_URL": service_db,
+            "STRANGLER_SYNC_TOKEN": SYNC_TOKEN,
+            "STRANGLER_ROUTING_FILE": str(workdir / "routing.toml"),
+            "STRANGLER_STATE_DIR": str(workdir / "state"),
+            "COLUMNS": "200",
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.fixture(scope="session")
-def real_monolith(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApp]:
-    yield from _monolith_process(tmp_path_factory.mktemp("real-monolith"))
+def real_apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealApps]:
+    """The real monolith and products service over SQLite, reading one phase file: demo
+    products seeded in the monolith, copied to the service by the backfill in dual_write, the
+    phase then moved to shadow. No relay runs: a product created later is the monolith's alone,
+    a copy the relay has not reached."""
+    workdir = tmp_path_factory.mktemp("real-apps")
+    (workdir / "m").mkdir()
+    (workdir / "s").mkdir()
+    phase_file = workdir / "routing.toml"
+    _write_phase(phase_file, "monolith")
+    monolith_db = f"sqlite:///{workdir / 'm' / 'shop.db'}"
+    service_db = f"sqlite:///{workdir / 's' / 'products.db'}"
+    menv = {
+        **monolith_env(monolith_db, workdir / "m"),
+        "MONOLITH_ROUTING_FILE": str(phase_file),
+        "MONOLITH_SYNC_TOKEN": SYNC_TOKEN,
+    }
+    run_monolith_command(menv, "migrate")
+    run_monolith_command(menv, "seed", "--products", str(SEEDED_PRODUCTS))
+    senv = {
+        **service_env(service_db, workdir / "s", workdir / "m" / "jwt-public.pem"),
+        "PRODUCTS_SERVICE_ROUTING_FILE": str(phase_file),
+        "PRODUCTS_SERVICE_SYNC_TOKEN": SYNC_TOKEN,
+    }
+    run_service_command(senv, "migrate")
+    with (
+        serve_monolith(menv, workdir / "m") as monolith,  # publishes the token public key
+        serve_products_service(senv, workdir / "s") as service,
+    ):
+        apps = RealApps(monolith, service)
+        _write_phase(phase_file, "dual_write")
+        _backfill(workdir, apps, monolith_db, service_db)
+        for phase in ("backfilled", "shadow"):
+            _write_phase(phase_file, phase)
+        copied = httpx.get(f"{service.base_url}/products", params={"limit": SEEDED_PRODUCTS})
+        assert len(copied.json()["items"]) == SEEDED_PRODUCTS, copied.text
+        yield apps
 
 
 @pytest.fixture(scope="session")
-def standin_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApp]:
-    """The monolith's code over a database of its own, answering as "the service"."""
-    yield from _monolith_process(tmp_path_factory.mktemp("standin-service"))
+def real_monolith(real_apps: RealApps) -> RunningApp:
+    return real_apps.monolith
+
+
+@pytest.fixture(scope="session")
+def real_service(real_apps: RealApps) -> RunningApp:
+    """The real products service, holding the same products as `real_monolith`."""
+    return real_apps.service
 
 
 def routing_document(
@@ -191,6 +265,7 @@ def run_proxy(workdir: Path, document: dict[str, Any], **env_extra: str) -> Iter
         env,
         workdir,
         name="proxy",
+        port_env="PROXY_PORT",
         health="/_strangler/health",
     ) as app:
         proxy = Proxy(app, routing, audit)

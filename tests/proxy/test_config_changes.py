@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 import threading
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +19,16 @@ from tests.proxy.conftest import ADMIN_TOKEN, Proxy, ProxyFactory, routing_docum
 from tests.support.metrics import metric_value
 from tests.support.problems import assert_problem
 from tests.support.processes import RunningApp
+from tests.support.waiting import eventually, wait_until
 
 
 def _wait_for_error(proxy: Proxy, fragment: str) -> str:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
+    def the_error() -> str:
         error = proxy.status()["last_reload_error"]
-        if error and fragment in error:
-            return str(error)
-        time.sleep(0.05)
-    raise AssertionError(f"no reload error mentioning {fragment!r}: {proxy.status()}")
+        assert error and fragment in error, f"last_reload_error: {error!r}"
+        return str(error)
+
+    return eventually(the_error, f"a reload error mentioning {fragment!r}", timeout=5)
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def test_hand_edits_apply_under_steady_traffic_without_a_failed_request(
             proxy.write_routing(edited)
             version += 1
             proxy.wait_for_version(version)
-            time.sleep(0.1)
+            wait_until(_grown(results, by=6), f"requests served in {phase}")
     finally:
         stop.set()
         for worker in workers:
@@ -85,6 +85,12 @@ def test_hand_edits_apply_under_steady_traffic_without_a_failed_request(
     audit = [json.loads(line) for line in proxy.audit_log.read_text().splitlines()]
     assert [entry["new"]["phase"] for entry in audit if "phase" in entry["new"]] == edits
     assert {entry["who"] for entry in audit} == {"routing.toml"}
+
+
+def _grown(results: list[int | str], *, by: int) -> Callable[[], bool]:
+    """True once `by` more results than now have come in."""
+    wanted = len(results) + by
+    return lambda: len(results) >= wanted
 
 
 BAD_EDITS = {
@@ -178,8 +184,26 @@ def test_the_admin_api_changes_the_phase_writes_the_file_and_audits(
     )
     assert entry["what"] == "admin_change" and entry["at"].endswith("Z")
     assert entry["config_version"] == 3
-    time.sleep(0.3)  # the watcher sees the file the admin API wrote and must not re-apply it
-    assert proxy.status()["config_version"] == 3
+    # The watcher sees the file the admin API wrote and must not apply it again: a later hand
+    # edit is applied as the very next version, with nothing in between.
+    edited = tomlkit.parse(proxy.routing_file.read_text())
+    edited["capabilities"]["products"]["phase"] = "backfilled"
+    proxy.routing_file.write_text(tomlkit.dumps(edited))
+    status = eventually(lambda: _phase_is(proxy, "backfilled"), "the hand edit to be applied")
+    assert status["config_version"] == 4
+    admin_change, hand_edit = proxy.admin("GET", "/audit").json()["entries"]
+    assert (admin_change["what"], admin_change["config_version"]) == ("admin_change", 3)
+    assert (hand_edit["who"], hand_edit["new"], hand_edit["config_version"]) == (
+        "routing.toml",
+        {"phase": "backfilled"},
+        4,
+    )
+
+
+def _phase_is(proxy: Proxy, phase: str) -> dict[str, Any]:
+    status = proxy.status()
+    assert status["capabilities"]["products"]["phase"] == phase, status
+    return status
 
 
 def test_the_admin_api_refuses_bad_changes_and_leaves_the_file_alone(

@@ -3,24 +3,72 @@
 from __future__ import annotations
 
 import base64
-import time
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.proxy.conftest import Proxy, ProxyFactory, routing_document
 from tests.support.factories import new_account, new_product
 from tests.support.metrics import metric_value
 from tests.support.processes import RunningApp
+from tests.support.waiting import wait_until
 
 
-def _wait_for(predicate: Any, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
+def _wait_for(predicate: Callable[[], bool], timeout: float = 10) -> None:
+    wait_until(predicate, "the shadow statistics", timeout=timeout)
+
+
+class HeldService(ThreadingHTTPServer):
+    """A service upstream the test holds: each read of /products/ waits until `release` is
+    set (or `longest` seconds pass) and then answers {"who": "service"}."""
+
+    def __init__(self, longest: float = 10) -> None:
+        super().__init__(("127.0.0.1", 0), _HoldReads)
+        self.release = threading.Event()
+        self.longest = longest
+        self.arrived = 0
+        self.answered = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _HoldReads(BaseHTTPRequestHandler):
+    server: HeldService
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802 (the http.server protocol's name)
+        if self.path.startswith("/products/"):
+            self.server.arrived += 1
+            self.server.release.wait(self.server.longest)
+            self.server.answered += 1
+        body = b'{"who": "service"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def held_service() -> Iterator[HeldService]:
+    server = HeldService()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.release.set()
+        server.shutdown()
+        server.server_close()
 
 
 def _shadow_stats(proxy: Proxy) -> dict[str, Any]:
@@ -29,9 +77,9 @@ def _shadow_stats(proxy: Proxy) -> dict[str, Any]:
 
 
 def test_shadow_compares_real_monolith_and_service_answers_and_keeps_mismatches(
-    proxy_factory: ProxyFactory, real_monolith: RunningApp, standin_service: RunningApp
+    proxy_factory: ProxyFactory, real_monolith: RunningApp, real_service: RunningApp
 ) -> None:
-    proxy = proxy_factory(routing_document(real_monolith.base_url, standin_service.base_url))
+    proxy = proxy_factory(routing_document(real_monolith.base_url, real_service.base_url))
     proxy.walk_to("shadow")
     past_the_end = base64.urlsafe_b64encode(b"after:999999999").decode().rstrip("=")
     assert proxy.client.get("/products", params={"cursor": past_the_end}).status_code == 200
@@ -81,44 +129,49 @@ def test_a_row_the_copy_receives_moments_later_is_lag_not_a_mismatch(
 
 
 def test_a_slow_shadow_never_delays_the_client(
-    proxy_factory: ProxyFactory, echo_monolith: RunningApp, echo_service: RunningApp
+    proxy_factory: ProxyFactory, echo_monolith: RunningApp, held_service: HeldService
 ) -> None:
     proxy = proxy_factory(
         routing_document(
             echo_monolith.base_url,
-            echo_service.base_url,
-            capability={"prefixes": ["/products", "/_echo"]},
-            service={"total_timeout": 5.0, "read_timeout": 5.0},
+            held_service.base_url,
+            service={"total_timeout": 30.0, "read_timeout": 30.0},
         )
     )
     proxy.walk_to("shadow")
-    started = time.monotonic()
-    response = proxy.client.get("/_echo/slow", params={"seconds": 2, "only": "service"})
-    assert response.json() == {"who": "monolith"}
-    assert time.monotonic() - started < 1.5
+    response = proxy.client.get("/products/1")
+    assert response.headers["x-strangler-upstream"] == "monolith"
+    # The client has its answer while the shadow's upstream has not answered (the test holds
+    # it): a proxy waiting for the shadow could not have answered before `release`.
+    assert held_service.answered == 0
+    wait_until(lambda: held_service.arrived == 1, "the shadow copy to reach the service")
+    assert _shadow_stats(proxy).get("compared", 0) == 0  # nothing to compare yet
+    held_service.release.set()
     _wait_for(lambda: _shadow_stats(proxy).get("compared") == 1)
     assert _shadow_stats(proxy)["mismatched"] == 1  # {"who": "service"} differs
 
 
 def test_a_full_shadow_queue_drops_and_counts_instead_of_waiting(
-    proxy_factory: ProxyFactory, echo_monolith: RunningApp, echo_service: RunningApp
+    proxy_factory: ProxyFactory, echo_monolith: RunningApp, held_service: HeldService
 ) -> None:
     proxy = proxy_factory(
         routing_document(
             echo_monolith.base_url,
-            echo_service.base_url,
-            capability={"prefixes": ["/products", "/_echo"]},
+            held_service.base_url,
             proxy={"shadow_queue_size": 1, "shadow_workers": 1},
-            service={"total_timeout": 5.0, "read_timeout": 5.0},
+            service={"total_timeout": 30.0, "read_timeout": 30.0},
         )
     )
     proxy.walk_to("shadow")
-    statuses = [
-        proxy.client.get("/_echo/slow", params={"seconds": 1, "only": "service"}).status_code
-        for _ in range(6)
-    ]
-    assert statuses == [200] * 6
-    assert _shadow_stats(proxy)["dropped"] >= 3
+    assert proxy.client.get("/products/1").status_code == 200
+    wait_until(lambda: held_service.arrived == 1, "the one worker to take the first copy")
+    # The worker is held on the first copy: the second fills the queue, the other four drop,
+    # and every client is answered all the same.
+    statuses = [proxy.client.get("/products/1").status_code for _ in range(5)]
+    assert statuses == [200] * 5
+    assert held_service.answered == 0
+    assert _shadow_stats(proxy)["dropped"] == 4
+    held_service.release.set()
     metrics = proxy.client.get("/_strangler/metrics").text
     assert (
         metric_value(metrics, "strangler_proxy_shadow_dropped_total", capability="products")

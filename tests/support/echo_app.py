@@ -1,4 +1,5 @@
-"""A small upstream for proxy tests, run as a real process: `python -m tests.support.echo_app PORT`.
+"""A small upstream for proxy tests, run as a real process: `python -m tests.support.echo_app PORT`
+(PORT 0: it binds one of its own and logs it, as uvicorn's "Uvicorn running on" line).
 
 It stands in for "some upstream" where the real apps cannot show what the proxy did:
 - any path: answers JSON describing the request it received (method, path, query, headers,
@@ -138,4 +139,5 @@ def create_app(name: str) -> Starlette:
 if __name__ == "__main__":
     port = int(sys.argv[1])
     name = sys.argv[2] if len(sys.argv) > 2 else "echo"
-    uvicorn.run(create_app(name), host="127.0.0.1", port=port, log_level="warning")
+    # INFO for uvicorn's start lines, which name its pid and the port it bound; no access log.
+    uvicorn.run(create_app(name), host="127.0.0.1", port=port, log_level="info", access_log=False)

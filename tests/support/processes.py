@@ -1,8 +1,15 @@
-"""Real app processes on loopback ports, for integration tests."""
+"""Real app processes on loopback ports, for integration tests.
+
+Our own apps bind port 0 and say which port they got: nothing can take the port between the
+choice and the bind, and readiness asks the process that was started, at the port its own log
+line names, never whoever happens to hold a port chosen in advance (`serve_process`).
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -16,12 +23,30 @@ import httpx
 
 from strangler.supervisor import die_with_parent
 
+# uvicorn's own start lines, in every log format our apps use (text, JSON, uvicorn's default).
+_STARTED = re.compile(r"Started server process \[(\d+)\]")
+_LISTENING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
+
 
 def free_port() -> int:
+    """A port free at the moment of asking, for programs that cannot bind port 0 and report
+    what they got (nginx, PostgreSQL) and for "a port nobody listens on". Another process can
+    take it before the program binds it: start our own apps with `serve_process` instead."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextmanager
+def unanswered_port() -> Iterator[int]:
+    """A loopback port that refuses connections while the block runs: bound, so no other
+    program can take it, and never listening. (A `free_port()` is only unanswered until
+    someone starts listening on it.)"""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        yield port
 
 
 @dataclass(frozen=True)
@@ -29,6 +54,11 @@ class RunningApp:
     base_url: str
     process: subprocess.Popen[bytes]
     log: Path
+
+    @property
+    def port(self) -> int:
+        """The port the process bound (and named in its own log)."""
+        return int(self.base_url.rsplit(":", 1)[1])
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -99,6 +129,48 @@ def wait_until_healthy(
     raise RuntimeError(f"{base_url} did not become healthy in 30 s:\n{log.read_text()}")
 
 
+def wait_until_listening(
+    process: subprocess.Popen[bytes], log: Path, port: int | None = None, timeout: float = 30
+) -> int:
+    """The port `process` listens on, read from its own log: uvicorn's "Started server process
+    [PID]" (which must be this child's pid) and "Uvicorn running on http://127.0.0.1:PORT"
+    (which must be `port`, when one was asked for). uvicorn logs that line once its socket
+    listens, so the port is this child's until it exits; a port another program holds makes
+    the child fail to bind and exit, which raises here with its log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace")
+        started, listening = _STARTED.search(text), _LISTENING.search(text)
+        if started and listening:
+            if int(started[1]) != process.pid:
+                raise RuntimeError(
+                    f"{log} names server process {started[1]}, not the child {process.pid}:\n{text}"
+                )
+            bound = int(listening[1])
+            if port is not None and bound != port:
+                raise RuntimeError(f"asked for port {port}, the child bound {bound}:\n{text}")
+            return bound
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode}:\n{text}")
+        time.sleep(0.05)
+    raise RuntimeError(
+        f"process {process.pid} did not log the port it listens on in {timeout:g} s "
+        f"(is STRANGLER_LOG_LEVEL above INFO?):\n{log.read_text(errors='replace')}"
+    )
+
+
+def _new_log(workdir: Path, name: str) -> Path:
+    """`workdir/NAME-N.log` for the first N not taken: a restarted process keeps the old log."""
+    for n in itertools.count():
+        log = workdir / f"{name}-{n}.log"
+        try:
+            log.open("xb").close()
+        except FileExistsError:
+            continue
+        return log
+    raise AssertionError("unreachable")
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.terminate()
@@ -117,21 +189,31 @@ def serve_process(
     *,
     name: str,
     port: int | None = None,
+    port_env: str | None = None,
     health: str = "/health",
 ) -> Iterator[RunningApp]:
-    """Start `python ARGV` (which must listen on `port`) and wait until `health` answers 200."""
-    port = port or free_port()
-    log = workdir / f"{name}-{port}.log"
+    """Start `python ARGV`, a uvicorn app, with "{port}" in ARGV replaced by `port`, or by 0 so
+    that the child binds a port of its own choosing; learn the port from the child's log
+    (`wait_until_listening`) and wait until `health` answers 200 there.
+
+    `port_env` names the settings variable the app also reads its port from: the apps' `serve`
+    commands take `--port 0` for "no port given" (`port or settings.port`) and would bind their
+    default port, so the 0 goes there too. A given `port` (a restart where clients already
+    point, a port a fault proxy was built for) is still checked to be the child's own."""
+    log = _new_log(workdir, name)
+    child_env = dict(env)
+    if port is None and port_env is not None:
+        child_env[port_env] = "0"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, *[a.replace("{port}", str(port)) for a in argv]],
-            env=dict(env),
+            [sys.executable, *[a.replace("{port}", str(port or 0)) for a in argv]],
+            env=child_env,
             stdout=sink,
             stderr=subprocess.STDOUT,
             preexec_fn=die_with_parent,  # a killed test run leaves no servers behind
         )
-    base_url = f"http://127.0.0.1:{port}"
     try:
+        base_url = f"http://127.0.0.1:{wait_until_listening(process, log, port)}"
         wait_until_healthy(base_url, process, log, health)
         yield RunningApp(base_url=base_url, process=process, log=log)
     finally:
@@ -140,9 +222,13 @@ def serve_process(
 
 @contextmanager
 def serve_monolith(env: Mapping[str, str], workdir: Path) -> Iterator[RunningApp]:
-    """Start `python -m legacy_monolith serve` on a free port and wait until it answers."""
+    """Start `python -m legacy_monolith serve` on a port it binds and wait until it answers."""
     with serve_process(
-        ["-m", "legacy_monolith", "serve", "--port", "{port}"], env, workdir, name="monolith"
+        ["-m", "legacy_monolith", "serve", "--port", "{port}"],
+        env,
+        workdir,
+        name="monolith",
+        port_env="MONOLITH_PORT",
     ) as app:
         yield app
 
@@ -151,13 +237,14 @@ def serve_monolith(env: Mapping[str, str], workdir: Path) -> Iterator[RunningApp
 def serve_products_service(
     env: Mapping[str, str], workdir: Path, port: int | None = None
 ) -> Iterator[RunningApp]:
-    """Start `python -m extracted.products_service serve` on `port` (default: a free one)."""
+    """Start `python -m extracted.products_service serve` on `port` (default: one it binds)."""
     with serve_process(
         ["-m", "extracted.products_service", "serve", "--port", "{port}"],
         env,
         workdir,
         name="products-service",
         port=port,
+        port_env="PRODUCTS_SERVICE_PORT",
     ) as app:
         yield app
 

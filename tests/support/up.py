@@ -5,6 +5,12 @@ Each of those tests starts it alike: three free ports, a copy of the repository'
 pointing at them, the `up` command line, a new session writing to a log, a wait for the ready
 banner, and Ctrl-C to stop. What differs (the environment, the databases, how long to wait,
 how hard to stop) stays with each test.
+
+`up` passes the ports down to its children (`--monolith-port` and the others), so they cannot
+bind port 0 the way `tests.support.processes` starts our apps: a port chosen here can be taken
+before the child binds it. The collision is made loud instead: `wait_for_banner` checks that
+every port the banner names is listened on by a process of this `up`, not by someone else's
+program that answered its readiness URL.
 """
 
 from __future__ import annotations
@@ -57,7 +63,8 @@ class UpPorts:
 
 
 def free_up_ports() -> UpPorts:
-    """Three free ports, so several systems (and a developer's own) can run side by side."""
+    """Three free ports, so several systems (and a developer's own) can run side by side. Free
+    when chosen only: `wait_for_banner` fails if another program took one meanwhile."""
     return UpPorts(monolith=free_port(), service=free_port(), proxy=free_port())
 
 
@@ -116,7 +123,9 @@ def wait_for_banner(
     """Wait for the banner `up` prints once every child answered its readiness URL, and return
     the dashboard URL it names. The banner's own "ready  proxy http://127.0.0.1:PORT" line is
     matched, not "ready" anywhere: the children's access logs of their /ready polls contain
-    that too. Its dashboard line is printed in the same write and waited for with it."""
+    that too. Its dashboard line is printed in the same write and waited for with it. Then
+    each port the banner names must be listened on by `up` or one of its descendants
+    (`assert_ports_are_ours`): a readiness answer from another program fails here."""
     banner = re.compile(
         rf"^ready\s+proxy\s+http://127\.0\.0\.1:{proxy_port}\b.*\n\s+dashboard\s+(http://\S+)",
         re.MULTILINE,
@@ -128,7 +137,75 @@ def wait_for_banner(
         if time.monotonic() > deadline:
             raise RuntimeError(f"strangler up not ready after {timeout:g} s:\n{log.read_text()}")
         time.sleep(0.1)
+    text = log.read_text(errors="replace")
+    named = re.findall(r"^\s+(?:monolith|service)\s+http://127\.0\.0\.1:(\d+)", text, re.MULTILINE)
+    assert_ports_are_ours(process, [proxy_port, *map(int, named)], log)
     return found.group(1)
+
+
+def assert_ports_are_ours(process: subprocess.Popen[bytes], ports: list[int], log: Path) -> None:
+    """Fail unless each of `ports` is listened on by `process` or a descendant of it (read
+    from /proc: Linux only, elsewhere nothing is checked)."""
+    if not Path("/proc/net/tcp").exists():
+        return
+    ours = _descendants(process.pid)
+    for port in ports:
+        if not _listener_sockets(port) & _sockets_of(ours):
+            raise RuntimeError(
+                f"port {port}, named in the banner of strangler up (pid {process.pid}), is not "
+                "listened on by any of its processes: another program took the port after the "
+                "test chose it, and answered the readiness check in place of the child. "
+                f"Run the test again.\n{log.read_text(errors='replace')}"
+            )
+
+
+def _descendants(root: int) -> set[int]:
+    """`root` and every process below it, from each process's parent in /proc/PID/stat."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found: set[int] = set()
+    pending = [root]
+    while pending:
+        pid = pending.pop()
+        found.add(pid)
+        pending.extend(children.get(pid, []))
+    return found
+
+
+def _listener_sockets(port: int) -> set[str]:
+    """The inodes of the sockets listening on `port` (TCP state 0A), IPv4 and IPv6."""
+    inodes: set[str] = set()
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        if not table.exists():
+            continue
+        for line in table.read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                inodes.add(fields[9])
+    return inodes
+
+
+def _sockets_of(pids: set[int]) -> set[str]:
+    """The inodes of the sockets the processes `pids` hold open."""
+    inodes: set[str] = set()
+    for pid in pids:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:  # exited meanwhile, or not ours to read
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(fd)
+            except OSError:  # closed meanwhile
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[len("socket:[") : -1])
+    return inodes
 
 
 def stop_up(process: subprocess.Popen[bytes], *, interrupt: bool = True) -> None:

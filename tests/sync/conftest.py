@@ -134,6 +134,8 @@ def sync_system(
             "MONOLITH_SYNC_TOKEN": SYNC_TOKEN,
             "MONOLITH_PRODUCTS_SERVICE_URL": fault.url,
             "MONOLITH_PRODUCTS_SERVICE_TIMEOUT_SECONDS": "1.0",
+            # the chaos backfill test reads the exports the backfill asked for from here
+            "STRANGLER_ACCESS_LOG_INTERNAL": "true",
         }
         run_monolith_command(menv, "migrate")
         monolith = stack.enter_context(serve_monolith(menv, workdir / "m"))

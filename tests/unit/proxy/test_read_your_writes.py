@@ -49,7 +49,7 @@ def test_pins_are_bounded_in_age_and_number() -> None:
         ryw.pin("products", user, M)
     assert ryw.side_for("products", "a") is None  # evicted, the oldest
     assert ryw.snapshot()["evicted"] == 1
-    time.sleep(0.06)
+    time.sleep(0.06)  # outlives max_seconds: the pins' age bound is the subject here
     assert ryw.side_for("products", "b") is None
     ryw.settle("products", M, time.monotonic(), first_pending_id=1, last_id=9)
     assert not ryw.has_pins("products")

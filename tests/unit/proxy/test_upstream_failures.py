@@ -23,6 +23,7 @@ from proxy.exchange import UpstreamFailure, call_upstream
 from proxy.metrics import ProxyMetrics
 from proxy.runtime import RoutingState, Upstream
 from proxy.upstream_client import UpstreamAnswer
+from tests.support.waiting import eventually_async
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -149,6 +150,15 @@ def test_an_upstream_failure_becomes_a_verdict_that_counts(
     asyncio.run(run())
 
 
+async def _slot_taken(upstream: Upstream) -> None:
+    """Wait until a call in another task holds the pool's one slot."""
+
+    async def taken() -> None:
+        assert upstream.pool.in_use == 1, upstream.pool.in_use
+
+    await eventually_async(taken, "the call to take the pool's slot", timeout=5, interval=0.005)
+
+
 def test_the_proxys_own_pool_exhaustion_does_not_open_the_breaker() -> None:
     async def run() -> None:
         async with _server(_silence) as url:
@@ -156,7 +166,7 @@ def test_the_proxys_own_pool_exhaustion_does_not_open_the_breaker() -> None:
                 url, max_connections=1, connect_timeout=0.1, total_timeout=5
             )
             holding = asyncio.create_task(call_upstream(metrics, upstream, "GET", b"/x", [], None))
-            await asyncio.sleep(0.05)
+            await _slot_taken(upstream)
             for _ in range(3):
                 outcome = await _call(metrics, upstream)
                 assert isinstance(outcome, UpstreamFailure) and outcome.reason == "pool_exhausted"
@@ -176,13 +186,16 @@ def test_a_cancelled_call_gives_its_connection_slot_back() -> None:
     async def run() -> None:
         async with _server(_silence) as url:
             metrics, upstream = _upstream(
-                url, max_connections=1, connect_timeout=0.2, read_timeout=0.2
+                url, max_connections=1, connect_timeout=0.2, read_timeout=1.0
             )
             for _ in range(3):
                 call = asyncio.create_task(call_upstream(metrics, upstream, "GET", b"/x", [], None))
-                await asyncio.sleep(0.05)
+                await _slot_taken(upstream)
                 call.cancel()
-                await asyncio.gather(call, return_exceptions=True)
+                (cancelled,) = await asyncio.gather(call, return_exceptions=True)
+                # cancelled while it held the slot (not finished by its own read timeout)
+                assert isinstance(cancelled, asyncio.CancelledError), cancelled
+                assert upstream.pool.in_use == 0
             after = await _call(metrics, upstream)  # the one slot is free: it gets to wait
             assert isinstance(after, UpstreamFailure) and after.reason == "timeout"
             await upstream.aclose()
@@ -298,6 +311,10 @@ async def _interim_then_final(reader: asyncio.StreamReader, writer: asyncio.Stre
     await asyncio.sleep(5)
 
 
+async def _all_closed(upstream: Upstream) -> None:
+    assert upstream.pool.open_connections == 0, upstream.pool.open_connections
+
+
 def test_a_kept_alive_connection_the_upstream_closed_is_not_reused() -> None:
     """Upstreams close idle keep-alive connections on their own schedule (uvicorn after 5 s);
     the next request must go out on a new connection, not fail on the dead one."""
@@ -308,7 +325,9 @@ def test_a_kept_alive_connection_the_upstream_closed_is_not_reused() -> None:
             for _ in range(3):
                 outcome = await _call(metrics, upstream)
                 assert isinstance(outcome, UpstreamAnswer) and outcome.status_code == 200
-                await asyncio.sleep(0.05)
+                await eventually_async(
+                    lambda: _all_closed(upstream), "the upstream's close to reach the pool"
+                )
             await upstream.aclose()
 
     asyncio.run(run())
@@ -391,7 +410,7 @@ def test_a_write_is_not_sent_on_a_connection_that_may_have_idled_out() -> None:
                 await outcome.aread()
                 await outcome.aclose()
             assert connections == 1
-            await asyncio.sleep(1.2)
+            await asyncio.sleep(1.2)  # idles past the 1 s a write trusts: the subject of the test
             outcome = await call_upstream(metrics, upstream, "POST", b"/x", [], b"")
             assert isinstance(outcome, UpstreamAnswer)
             await outcome.aread()
