@@ -28,11 +28,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import text
 
 from strangler.db import create_db_engine
-from tests.support.databases import BACKENDS, database
-from tests.support.processes import monolith_env, service_env
+from tests.support.databases import BACKENDS, database, lock_waiters
 from tests.support.up import (
     ROOT,
     STRANGLER,
@@ -42,6 +41,7 @@ from tests.support.up import (
     start_up,
     stop_up,
     up_argv,
+    up_env,
     wait_for_banner,
 )
 from tests.support.waiting import wait_until
@@ -155,21 +155,7 @@ def system(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[System]:
         # The proxy gives up on a monolith answer after 2 s (the template says 10): the write
         # it gave up on goes on in the monolith, which is the case under test.
         routing.write_text(routing.read_text().replace("read_timeout = 10.0", "read_timeout = 2.0"))
-        env = {
-            **monolith_env(monolith_db, tmp_path),
-            **{
-                k: v
-                for k, v in service_env(service_db, tmp_path, tmp_path / "jwt-public.pem").items()
-                if k.startswith("PRODUCTS_SERVICE_")
-            },
-            "STRANGLER_SYNC_TOKEN_FILE": str(tmp_path / "sync-token"),
-            "STRANGLER_ADMIN_TOKEN_FILE": str(tmp_path / "admin-token"),
-            "STRANGLER_STATE_DIR": str(tmp_path / "state"),
-            "STRANGLER_ROUTING_FILE": str(routing),
-            "PROXY_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
-            "PYTHONUNBUFFERED": "1",
-            **ports.cli_env(),
-        }
+        env = up_env(tmp_path, ports, routing, monolith_db, service_db)
         log = tmp_path / "up.log"
         process = start_up(up_argv(ports, routing, PRODUCTS), env, log, cwd=ROOT)
         try:
@@ -241,6 +227,9 @@ def test_writes_around_the_fence_are_kept_or_refused_never_lost(system: System) 
     assert 503 in back.ledger.statuses(), "the service went on taking writes after the switch"
 
 
+@pytest.mark.parametrize(
+    "system", [pytest.param("postgresql", marks=pytest.mark.slow)], indirect=True
+)
 def test_a_write_stalled_in_the_monolith_through_the_switch_is_refused_not_lost(
     system: System,
 ) -> None:
@@ -252,8 +241,6 @@ def test_a_write_stalled_in_the_monolith_through_the_switch_is_refused_not_lost(
     holds the database's write lock from its first statement, which closing the barrier needs
     too, so no write can stall halfway through a switch there (the hammering test above holds
     SQLite)."""
-    if system.monolith_db.startswith("sqlite"):
-        pytest.skip("a write cannot stall halfway on SQLite: see the docstring")
     _walk_to_reads_cutover(system)
     token = httpx.post(
         f"{system.ports.proxy_url}/users/login",
@@ -281,14 +268,14 @@ def test_a_write_stalled_in_the_monolith_through_the_switch_is_refused_not_lost(
             holder.execute(text("SELECT id FROM products WHERE id IN (25, 26) FOR UPDATE"))
             around = write("around", system.ports.monolith_url, 25)
             through = write("through", system.ports.proxy_url, 26)
-            wait_until(lambda: _lock_waiters(engine) >= 2, "both writes to wait on the row lock")
+            wait_until(lambda: lock_waiters(engine) >= 2, "both writes to wait on the row lock")
             wait_until(lambda: "through" in answers, "the proxy to give up on its write")
             assert answers["through"].status_code == 504
             system.step("advance", "products", *FORCED)  # writes to the service
             holder.rollback()  # the stalled writes go on
         around.join(timeout=60)
         through.join(timeout=60)
-        wait_until(lambda: _lock_waiters(engine) == 0, "the stalled writes to finish")
+        wait_until(lambda: lock_waiters(engine) == 0, "the stalled writes to finish")
     finally:
         engine.dispose()
     assert answers["around"].status_code == 503, answers["around"].text
@@ -296,14 +283,3 @@ def test_a_write_stalled_in_the_monolith_through_the_switch_is_refused_not_lost(
     for product in (25, 26):
         for side in (system.ports.monolith_url, system.ports.service_url):
             assert not system.name_on(side, product).startswith("stalled"), (product, side)
-
-
-def _lock_waiters(engine: Engine) -> int:
-    with engine.connect() as connection:
-        waiting = connection.scalar(
-            text(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND datname = current_database()"
-            )
-        )
-    return int(waiting or 0)

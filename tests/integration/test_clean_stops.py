@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from tests.support.process_tree import ProcessId, descendants
-from tests.support.processes import monolith_env, service_env
 from tests.support.up import (
     ROOT,
     UpPorts,
@@ -28,6 +27,7 @@ from tests.support.up import (
     start_up,
     stop_up,
     up_argv,
+    up_env,
     wait_for_banner,
 )
 from tests.support.waiting import wait_until
@@ -47,26 +47,15 @@ class Running:
 
 
 def _env(tmp_path: Path, ports: UpPorts) -> dict[str, str]:
-    """Everything `strangler up` writes (databases, keys, tokens, state) kept in tmp_path, as
-    the `up` fixture of test_cli_and_seed.py keeps it: dev.py runs `up` in the repository."""
-    return {
-        **monolith_env(f"sqlite:///{tmp_path / 'up.db'}", tmp_path),
-        **{
-            k: v
-            for k, v in service_env(
-                f"sqlite:///{tmp_path / 'svc.db'}", tmp_path, tmp_path / "jwt-public.pem"
-            ).items()
-            if k.startswith("PRODUCTS_SERVICE_")
-        },
-        "STRANGLER_SYNC_TOKEN_FILE": str(tmp_path / "sync-token"),
-        "STRANGLER_ADMIN_TOKEN_FILE": str(tmp_path / "admin-token"),
-        "STRANGLER_STATE_DIR": str(tmp_path / "state"),
-        "STRANGLER_ROUTING_FILE": str(tmp_path / "routing.toml"),
-        "PROXY_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
-        **ports.cli_env(),
-        "PYTHONUNBUFFERED": "1",
-        "COLUMNS": "200",
-    }
+    """Everything `strangler up` writes (databases, keys, tokens, state) kept in tmp_path:
+    dev.py runs `up` in the repository."""
+    return up_env(
+        tmp_path,
+        ports,
+        tmp_path / "routing.toml",
+        f"sqlite:///{tmp_path / 'up.db'}",
+        f"sqlite:///{tmp_path / 'svc.db'}",
+    )
 
 
 @contextmanager

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -76,3 +77,18 @@ def database(backend: str, directory: Path) -> Iterator[str]:
     else:
         with sqlite_database(directory) as url:
             yield url
+
+
+def lock_waiters(engine: Any) -> int:
+    """How many sessions of `engine`'s PostgreSQL database wait on a lock now: what a test
+    polls for to know a transaction it blocked is really blocked."""
+    from sqlalchemy import text
+
+    with engine.connect() as connection:
+        waiting = connection.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = current_database()"
+            )
+        )
+    return int(waiting or 0)

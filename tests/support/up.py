@@ -81,6 +81,32 @@ def routing_for(ports: UpPorts, directory: Path) -> Path:
     return routing
 
 
+def up_env(
+    directory: Path, ports: UpPorts, routing: Path, monolith_db: str, service_db: str
+) -> dict[str, str]:
+    """The environment of a `strangler up` whose every file (keys, tokens, state, audit log)
+    lives in `directory`, on `ports`, following `routing`, over the two databases given; the
+    CLI run with it reaches this system."""
+    from tests.support.processes import monolith_env, service_env
+
+    return {
+        **monolith_env(monolith_db, directory),
+        **{
+            k: v
+            for k, v in service_env(service_db, directory, directory / "jwt-public.pem").items()
+            if k.startswith("PRODUCTS_SERVICE_")
+        },
+        "STRANGLER_SYNC_TOKEN_FILE": str(directory / "sync-token"),
+        "STRANGLER_ADMIN_TOKEN_FILE": str(directory / "admin-token"),
+        "STRANGLER_STATE_DIR": str(directory / "state"),
+        "STRANGLER_ROUTING_FILE": str(routing),
+        "PROXY_AUDIT_LOG": str(directory / "audit.jsonl"),
+        **ports.cli_env(),
+        "PYTHONUNBUFFERED": "1",
+        "COLUMNS": "200",
+    }
+
+
 def up_argv(ports: UpPorts, routing: Path, products: int) -> list[str]:
     """`strangler up` seeding `products` demo products, on `ports`, following `routing`."""
     return [

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import tomlkit
-from sqlalchemy import Column, Engine, Integer, MetaData, Table, insert, select, text
+from sqlalchemy import Column, Engine, Integer, MetaData, Table, insert, select
 
 from strangler.db import Sessions, create_db_engine
 from strangler.phases import Phase, PhaseFile
@@ -28,7 +28,7 @@ from strangler.sync.barrier import (
     transaction_phase,
 )
 from strangler.sync.tables import SyncTables, sync_tables
-from tests.support.databases import BACKENDS, database
+from tests.support.databases import BACKENDS, database, lock_waiters
 from tests.support.factories import new_account, product_body
 from tests.support.waiting import wait_until
 from tests.sync.conftest import SyncSystem
@@ -104,7 +104,7 @@ def test_closing_the_barrier_waits_for_the_write_in_flight_then_refuses_the_next
         closer = threading.Thread(target=lambda: (side.set(False), closed.set()))
         closer.start()
         if side.engine.dialect.name == "postgresql":
-            wait_until(lambda: _waits_on_a_lock(side.engine), "the close to wait on the barrier")
+            wait_until(lambda: lock_waiters(side.engine) > 0, "the close to wait on the barrier")
         assert not closed.is_set()
         session.commit()
     closer.join(timeout=30)
@@ -112,17 +112,6 @@ def test_closing_the_barrier_waits_for_the_write_in_flight_then_refuses_the_next
     with pytest.raises(WritesRefused):
         side.write(2)
     assert side.stored() == {1}
-
-
-def _waits_on_a_lock(engine: Engine) -> bool:
-    with engine.connect() as connection:
-        waiting = connection.scalar(
-            text(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND datname = current_database()"
-            )
-        )
-    return bool(waiting)
 
 
 def test_a_close_that_cannot_get_the_barrier_in_time_changes_nothing(
