@@ -151,6 +151,13 @@ def sync_system(
         )
 
 
+SQLITE_EVERYDAY = pytest.mark.parametrize(
+    "system", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)], indirect=True
+)
+"""For a test whose PostgreSQL run goes with `dev.py chaos` (CI runs both): the everyday
+suite's 15 minutes on two cores cannot hold every new system test twice."""
+
+
 @pytest.fixture(params=BACKENDS)
 def system(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SyncSystem]:
     backend: str = request.param

@@ -20,13 +20,14 @@ from strangler.sync.outbox import outbox_lag
 from strangler.sync.tables import sync_tables
 from strangler.write_switch import SwitchFailed, _refuse_dead_letters
 from tests.support.factories import new_account, new_product
-from tests.sync.conftest import SYNC_TOKEN, SyncSystem
+from tests.sync.conftest import SQLITE_EVERYDAY, SYNC_TOKEN, SyncSystem
 
 TABLES = sync_tables(MetaData(), "products")
 PAST_32_BITS = 2**31 - 1  # the next write makes it 2^31: an INTEGER column on PostgreSQL
 # could not hold it
 
 
+@SQLITE_EVERYDAY
 def test_a_version_past_32_bits_is_written_relayed_and_applied(system: SyncSystem) -> None:
     system.set_phase("dual_write")
     with system.monolith_client() as client:
@@ -60,6 +61,7 @@ def _products() -> object:
     return Product.__table__
 
 
+@SQLITE_EVERYDAY
 def test_an_event_the_relay_cannot_build_is_dead_lettered_not_retried_forever(
     system: SyncSystem,
 ) -> None:
@@ -96,6 +98,7 @@ def test_an_event_the_relay_cannot_build_is_dead_lettered_not_retried_forever(
         assert service.get(f"/products/{after['id']}").status_code == 200
 
 
+@SQLITE_EVERYDAY
 def test_writes_cannot_change_sides_while_a_dead_letter_is_unresolved(
     system: SyncSystem,
 ) -> None:

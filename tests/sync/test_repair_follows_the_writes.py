@@ -23,7 +23,7 @@ from tests.support.factories import new_account, new_product
 from tests.support.fault_proxy import FaultProxy, fault_proxy
 from tests.support.problems import assert_problem
 from tests.support.waiting import wait_until
-from tests.sync.conftest import STRANGLER, SYNC_TOKEN, SyncSystem
+from tests.sync.conftest import SQLITE_EVERYDAY, STRANGLER, SYNC_TOKEN, SyncSystem
 
 # -- the rules ----------------------------------------------------------------------------------
 
@@ -123,6 +123,7 @@ def _both_sides(system: SyncSystem) -> tuple[dict[int, int], dict[int, int], int
     )
 
 
+@SQLITE_EVERYDAY
 def test_the_repair_re_emits_from_the_writer(system: SyncSystem) -> None:
     stale = _stale_copy_in_reads_cutover(system)
     before = _versions(system.monolith_db)[stale]
@@ -134,6 +135,7 @@ def test_the_repair_re_emits_from_the_writer(system: SyncSystem) -> None:
         assert service.get(f"/products/{stale}").json() == monolith.get(f"/products/{stale}").json()
 
 
+@SQLITE_EVERYDAY
 def test_re_emitting_on_the_side_without_the_writes_is_refused_and_changes_nothing(
     system: SyncSystem,
 ) -> None:
@@ -160,6 +162,7 @@ def test_re_emitting_on_the_side_without_the_writes_is_refused_and_changes_nothi
     assert _both_sides(system) == before
 
 
+@SQLITE_EVERYDAY
 def test_a_forward_repair_while_the_service_takes_the_writes_is_refused(
     system: SyncSystem,
 ) -> None:
@@ -200,6 +203,7 @@ def _cli_through_a_watch(
                 process.communicate()
 
 
+@SQLITE_EVERYDAY
 def test_a_switch_between_the_reconcile_and_the_repair_stops_the_repair(
     system: SyncSystem,
 ) -> None:

@@ -21,7 +21,7 @@ from tests.support.databases import BACKENDS, database
 from tests.support.factories import new_account, new_product
 from tests.support.problems import assert_problem
 from tests.support.waiting import wait_until
-from tests.sync.conftest import SYNC_TOKEN, SyncSystem, sync_system
+from tests.sync.conftest import SQLITE_EVERYDAY, SYNC_TOKEN, SyncSystem, sync_system
 
 AUTH = {"Authorization": f"Bearer {SYNC_TOKEN}"}
 
@@ -81,6 +81,7 @@ def _stock(base_url: str, product_id: int) -> int:
         return stock
 
 
+@SQLITE_EVERYDAY
 def test_a_rollback_between_reserve_and_release_gives_the_stock_back_where_the_writes_went(
     system: SyncSystem,
 ) -> None:

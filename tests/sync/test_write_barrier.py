@@ -31,7 +31,7 @@ from strangler.sync.tables import SyncTables, sync_tables
 from tests.support.databases import BACKENDS, database, lock_waiters
 from tests.support.factories import new_account, product_body
 from tests.support.waiting import wait_until
-from tests.sync.conftest import SyncSystem
+from tests.sync.conftest import SQLITE_EVERYDAY, SyncSystem
 
 
 class Side:
@@ -159,6 +159,7 @@ def test_a_transaction_reads_the_phase_once_however_often_it_asks(tmp_path: Path
         engine.dispose()
 
 
+@SQLITE_EVERYDAY
 def test_the_barrier_command_shows_and_sets_both_sides(system: SyncSystem) -> None:
     """The escape hatch after a hand edit moved writes: `strangler barrier`. With the
     service given the writes, the monolith refuses a product write (503) whatever the phase
