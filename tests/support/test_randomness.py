@@ -91,7 +91,9 @@ def _pytest(tmp_path: Path, seed: str | None) -> str:
 
 
 def _drawn(output: str) -> str:
-    [drawn] = re.findall(r"AssertionError: (\[\d+, \d+, \d+\])", output)
+    """The one list the failing test drew. Pytest may print it twice (the failure and, with
+    CI set, the untruncated short summary line), but always the same list."""
+    [drawn] = set(re.findall(r"AssertionError: (\[\d+, \d+, \d+\])", output))
     return drawn
 
 
