@@ -5,7 +5,10 @@ the current phase (and writes refused by the other side), relay batches, relays 
 after the target applied a batch but before marking it delivered, redeliveries of events
 already delivered, backfill chunks (each backfill run stopped after a chunk, as if killed),
 and phase changes (monolith, dual_write, writes_cutover and back) made the way the runbook
-makes them. The model is simply what clients were told: every acknowledged write. At the end
+makes them; the writes move between the sides as the write switch moves them (the barriers,
+the drain, the gate) while up to three clients go on writing straight at the apps, around any
+proxy, so the switch runs concurrently with writes, not between them. The model is simply
+what clients were told: every acknowledged write, each the next version of its product. At the end
 of each run, the sync is brought to rest as an operator would (drain the relay; when the
 service never had a complete copy, advance to dual_write and finish the backfill), reconcile
 must find nothing, and both databases must hold exactly the model. (This model found that a
@@ -21,6 +24,7 @@ by a directed run of the same model, not by hoping a walk went there.
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -48,6 +52,7 @@ from strangler.sync.reconcile import reconcile
 from strangler.sync.relay import Relay
 from strangler.sync.tables import SyncTables, sync_tables
 from tests.support.factories import Account, new_account, unique
+from tests.support.waiting import wait_until
 from tests.sync.conftest import SYNC_TOKEN, SyncSystem
 
 FIELDS = ("sku", "name", "price", "stock", "version")
@@ -69,6 +74,60 @@ class _CrashAfterApply:
     def apply(self, events: list[ChangeEvent]) -> list[ApplyOutcome]:
         self._target.apply(events)
         raise _Crash
+
+
+class _Clients:
+    """Clients writing while writes change sides, each PATCHing a product of its own in a
+    loop: at the side it believes takes the writes, and after a refusal (503) at the other,
+    as a client told "writes moved" tries again. Each keeps every answer it was given, so
+    the model learns exactly which writes were acknowledged, in the order each client sent
+    them. Once told to stop, each sends two more, which the new side takes."""
+
+    def __init__(self, urls: dict[str, str], headers: dict[str, str], keys: list[int]) -> None:
+        self.urls = urls
+        self.headers = headers
+        self.answers: dict[int, list[tuple[int, dict[str, Any] | None]]] = {k: [] for k in keys}
+        self.failures: list[BaseException] = []
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self, side: str) -> None:
+        for key in self.answers:
+            thread = threading.Thread(target=self._write, args=(key, side), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def every_client_was_answered(self) -> bool:
+        return all(self.answers.values())
+
+    def _write(self, key: int, side: str) -> None:
+        try:
+            with httpx.Client(timeout=30, headers=self.headers) as client:
+                sent_after_stop = 0
+                while sent_after_stop < 2:
+                    if self._stop.is_set():
+                        sent_after_stop += 1
+                    r = client.patch(
+                        f"{self.urls[side]}/products/{key}",
+                        json={"name": f"client-{key}-{len(self.answers[key])}"},
+                    )
+                    if r.status_code == 200:
+                        self.answers[key].append((200, r.json()))
+                    else:
+                        assert r.status_code == 503, f"{side} PATCH {key}: {r.text}"
+                        assert r.headers["content-type"] == "application/problem+json"
+                        self.answers[key].append((503, None))
+                        side = "service" if side == "monolith" else "monolith"
+        except BaseException as failure:  # raised again in the test's thread by stop()
+            self.failures.append(failure)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+            assert not thread.is_alive(), "a client is still writing a minute after the stop"
+        if self.failures:
+            raise self.failures[0]
 
 
 class SyncModel(RuleBasedStateMachine):
@@ -144,6 +203,8 @@ class SyncModel(RuleBasedStateMachine):
     def start(self, phase: str) -> None:
         """Each run starts where the last one left both sides: at rest and equal, so in
         dual_write the service's copy counts as complete."""
+        for sync in self.sync.values():  # the last run may have left them set: follow
+            sync.set_writes(None)  # the phase again, as both sides do before any switch
         self._set_phase(phase)
         self.backfilled = phase == "dual_write"
 
@@ -271,17 +332,50 @@ class SyncModel(RuleBasedStateMachine):
         self.backfilled = False
 
     @precondition(lambda self: self.phase == "dual_write" and self.backfilled)
-    @rule()
-    def move_writes_to_the_service(self) -> None:
-        self._drain()  # the runbook's gates: nothing pending, reconcile clean
-        self._reconcile_gate()
-        self._set_phase("writes_cutover")
+    @rule(clients=st.integers(0, 3))
+    def move_writes_to_the_service(self, clients: int) -> None:
+        self._switch_writes("writes_cutover", clients)
 
     @precondition(lambda self: self.phase == "writes_cutover")
-    @rule()
-    def move_writes_back_to_the_monolith(self) -> None:
-        self._drain()
-        self._set_phase("dual_write")
+    @rule(clients=st.integers(0, 3))
+    def move_writes_back_to_the_monolith(self, clients: int) -> None:
+        self._switch_writes("dual_write", clients)
+
+    def _switch_writes(self, phase: str, clients: int) -> None:
+        """Move the writes the way strangler.write_switch does (the proxy's fence aside:
+        these clients write straight at the apps, around any proxy), while `clients` of
+        them write: close the old side's barrier, drain its outbox, check (moving to the
+        service) the runbook's reconcile gate, open the new side's barrier, change the
+        phase. Then every answer the clients got goes into the model."""
+        old = self.writer
+        new = WRITER[phase]
+        writing = _Clients(self.urls, self.account.headers, self.live[-clients:] if clients else [])
+        writing.start(old)
+        try:
+            wait_until(writing.every_client_was_answered, "every client's first answer")
+            self.sync[old].set_writes(False)  # returns once the writes in flight finished
+            self._drain()
+            if phase == "writes_cutover":
+                self._reconcile_gate()
+            self.sync[new].set_writes(True)
+            self._set_phase(phase)
+        finally:
+            writing.stop()
+        for key, answers in writing.answers.items():
+            self._acknowledge_in_order(key, [body for status, body in answers if body])
+
+    def _acknowledge_in_order(self, key: int, acknowledged: list[dict[str, Any]]) -> None:
+        """A client's acknowledged writes to one product, in the order it sent them, on
+        whichever side took each: each must be the next version (a refused write bumps
+        nothing; two sides each taking a write at one version is the divergence the
+        barrier exists to prevent)."""
+        before = self.model[key]
+        assert before is not None
+        versions = [body["version"] for body in acknowledged]
+        expected = list(range(before["version"] + 1, before["version"] + 1 + len(versions)))
+        assert versions == expected, f"product {key}: acknowledged versions {versions}"
+        if acknowledged:
+            self._acknowledge(acknowledged[-1])
 
     # --- what must hold ------------------------------------------------------------------
 
@@ -393,7 +487,7 @@ def test_writes_move_to_the_service_and_back_and_both_sides_end_equal(
             lambda: machine.backfill_chunk(chunk=1, killed=True),
             lambda: machine.backfill_chunk(chunk=8, killed=False),
             lambda: machine.relay_batch(batch=6),
-            lambda: machine.move_writes_to_the_service(),
+            lambda: machine.move_writes_to_the_service(clients=2),
             lambda: machine.create(stock=9, price=3_75),
             lambda: machine.update(data=_Pick(machine.live[0]), stock=1, name="moved"),
             lambda: machine.delete(data=_Pick(machine.live[-1])),
@@ -401,7 +495,7 @@ def test_writes_move_to_the_service_and_back_and_both_sides_end_equal(
             lambda: machine.relay_crashes_after_the_target_applied(batch=2),
             lambda: machine.relay_batch(batch=6),  # sends the two again: applied once
             lambda: machine.old_events_are_delivered_again(count=2),
-            lambda: machine.move_writes_back_to_the_monolith(),
+            lambda: machine.move_writes_back_to_the_monolith(clients=3),
             lambda: machine.update(data=_Pick(machine.live[0]), stock=2, name="back"),
         ]
         try:
