@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 
-from extracted.products_service import api, internal_api, service
+from extracted.products_service import api, internal_api, reservations, service
 from extracted.products_service.models import SYNC_SPEC, SYNC_TABLES
 from extracted.products_service.settings import ProductsServiceSettings
 from strangler.db import Sessions, create_db_engine, install_database_problem_handler
@@ -43,7 +43,7 @@ def create_app(settings: ProductsServiceSettings | None = None) -> FastAPI:
     phase_file = PhaseFile(settings.routing_file, "products")
     app.state.sessions = Sessions(engine, info=service.sessions_info(phase_file))
     # Gives back the stock of reservations whose order never confirmed them within the lease.
-    sweep = service.ReservationSweep(
+    sweep = reservations.ReservationSweep(
         app.state.sessions, interval_seconds=settings.reservation_sweep_seconds
     )
     app.state.token_verifier = TokenVerifier(

@@ -3,10 +3,10 @@
 Service to service (the sync token), never exposed through the proxy's public routes. The
 orders capability's HTTP adapter is the caller: it prices an order from snapshots, reserves
 stock under a reservation id it chooses (retrying safely), confirms the reservation just
-before it records the order, and releases it if the order cannot be recorded. A reservation
-left unconfirmed past its lease is given back by the service's sweep (service.ReservationSweep);
-a release after a rollback hands the stock over to the caller, who gives it back where the
-writes went (`hand_back`).
+before it records the order, and releases it if the order cannot be recorded. A
+reservation left unconfirmed past its lease is given back by the service's sweep
+(reservations.ReservationSweep); a release after a rollback hands the stock over to the
+caller, who gives it back where the writes went (`hand_back`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from extracted.products_service import service
+from extracted.products_service import reservations, service
 from extracted.products_service.settings import ProductsServiceSettings
 from strangler.db import ReadSession, WriteSession
 from strangler.fields import MAX_KEY, MIN_KEY, NO_NUL, refuse_nul, whole_number
@@ -109,18 +109,18 @@ def reserve(
     for line in body.items:
         quantities[line.product_id] = quantities.get(line.product_id, 0) + line.quantity
     try:
-        reservation = service.reserve(
+        reservation = reservations.reserve(
             session,
             body.reservation_id,
             quantities,
             expires_at=datetime.now(UTC) + lease,
             confirm=body.confirm,
         )
-    except service.UnknownProducts as exc:
+    except reservations.UnknownProducts as exc:
         raise Problem(
             422, f"Unknown product id(s): {exc.product_ids}.", product_ids=exc.product_ids
         ) from exc
-    except service.OutOfStock as exc:
+    except reservations.OutOfStock as exc:
         raise Problem(
             409,
             f"Not enough stock of product {exc.product_id}: {exc.requested} "
@@ -129,7 +129,7 @@ def reserve(
             requested=exc.requested,
             available=exc.available,
         ) from exc
-    except service.ReservationReleased as exc:
+    except reservations.ReservationReleased as exc:
         raise Problem(
             409,
             f"Reservation {body.reservation_id} was already released (given back, expired or "
@@ -156,7 +156,7 @@ def release(
 ) -> dict[str, object]:
     """Give the reservation's stock back. `status` "handed_back" means it was not given back
     here: `items` lists what the caller must give back where the writes are."""
-    done = service.release(session, reservation_id, hand_back=hand_back)
+    done = reservations.release(session, reservation_id, hand_back=hand_back)
     return {
         "reservation_id": reservation_id,
         "status": done.status,
